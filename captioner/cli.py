@@ -1,0 +1,146 @@
+"""The ``captioner`` command: parse options into config dataclasses, run, print a summary."""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__, pipeline, query
+from .config import (
+    DEFAULT_EXTENSIONS,
+    DEMO_MODEL,
+    ConfigError,
+    GenerationConfig,
+    InputConfig,
+    ModelConfig,
+    ResourceConfig,
+    RunConfig,
+    StorageConfig,
+)
+from .manifest import InputError
+from .model import ModelError
+
+log = logging.getLogger("captioner")
+
+SAMPLE_CAPTIONS = 5
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``captioner run`` (also taken by ``jobs/caption.py``)."""
+    parser.add_argument("input", help="folder, s3://bucket/prefix (any fsspec URL), or a .parquet/.csv/.txt "
+                        "manifest with a 'uri' column or one URI per line")
+    parser.add_argument("output", help="folder or s3:// prefix; receives captions/, errors/ and runs/")
+
+    m = parser.add_argument_group("model")
+    m.add_argument("--model", default=DEMO_MODEL, help="Hugging Face hub id, local folder or s3:// folder of a "
+                   "VisionEncoderDecoder checkpoint in safetensors (default: the bundled demo model)")
+    m.add_argument("--revision", help="hub branch, tag or commit of --model")
+    m.add_argument("--model-cache", default=ModelConfig.cache_dir,
+                   help="where each node keeps its copy of an object-store model (default: %(default)s)")
+    m.add_argument("--languages", type=_csv, default=("en",),
+                   help="comma-separated language codes, one caption row each (default: en)")
+
+    g = parser.add_argument_group("generation")
+    g.add_argument("--max-new-tokens", type=int, default=GenerationConfig.max_new_tokens,
+                   help="longest caption, in tokens (default: %(default)s)")
+    g.add_argument("--num-beams", type=int, default=GenerationConfig.num_beams,
+                   help="beam search width; 1 is greedy decoding (default: %(default)s)")
+    g.add_argument("--temperature", type=float, help="sample with this temperature instead of greedy/beam search")
+    g.add_argument("--top-p", type=float, help="sample from the smallest token set with this probability mass")
+    g.add_argument("--seed", type=int, default=GenerationConfig.seed,
+                   help="seed for sampling; the same seed gives the same captions (default: %(default)s)")
+
+    r = parser.add_argument_group("resources (defaults derive from the cluster)")
+    r.add_argument("--concurrency", type=int, help="caption actors (default: one per GPU, or CPUs/2 on CPU)")
+    r.add_argument("--batch-size", type=int, help="images per model call (default: 64 on GPU, 16 on CPU)")
+    r.add_argument("--num-gpus", type=float, help="GPUs per caption actor (default: 1 if the cluster has GPUs)")
+    r.add_argument("--num-cpus", type=float, help="CPUs (and torch threads) per caption actor")
+    r.add_argument("--decode-batch-size", type=int, default=ResourceConfig.decode_batch_size,
+                   help="images per read+decode task call (default: %(default)s)")
+    r.add_argument("--decode-memory-mb", type=int, default=ResourceConfig.decode_memory_mb,
+                   help="memory reserved per read+decode task, in MiB (default: %(default)s)")
+    r.add_argument("--rows-per-file", type=int, default=ResourceConfig.rows_per_file,
+                   help="images per output Parquet shard (default: %(default)s)")
+
+    s = parser.add_argument_group("storage (credentials: AWS environment variables or profiles)")
+    s.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO")
+    s.add_argument("--anon", action="store_true", help="unsigned S3 requests, for public buckets")
+    s.add_argument("--profile", help="AWS profile name from ~/.aws/config")
+    s.add_argument("--extensions", type=_csv, default=DEFAULT_EXTENSIONS,
+                   help="file endings listed as images (default: %(default)s)")
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """Plain values from the parsed arguments into the frozen configs the pipeline takes."""
+    return RunConfig(
+        input=InputConfig(uri=args.input, extensions=tuple(e if e.startswith(".") else f".{e}" for e in args.extensions)),
+        output=args.output,
+        model=ModelConfig(name=args.model, revision=args.revision, cache_dir=args.model_cache),
+        generation=GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                                    temperature=args.temperature, top_p=args.top_p, seed=args.seed),
+        languages=args.languages,
+        resources=ResourceConfig(concurrency=args.concurrency, batch_size=args.batch_size, num_gpus=args.num_gpus,
+                                 num_cpus=args.num_cpus, decode_batch_size=args.decode_batch_size,
+                                 decode_memory_mb=args.decode_memory_mb,
+                                 rows_per_file=args.rows_per_file),
+        storage=StorageConfig(endpoint_url=args.endpoint_url, anon=args.anon, profile=args.profile),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="captioner", description="Batch, offline, multilingual image captioning "
+                                     "into Parquet, on one machine or a Ray cluster.")
+    parser.add_argument("--version", action="version", version=f"captioner {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="caption every image under INPUT into Parquet under OUTPUT",
+                              description="Caption every image under INPUT into Parquet under OUTPUT. Connects to "
+                              "the Ray cluster in RAY_ADDRESS if set, otherwise starts a local one. Rerunning "
+                              "the same command captions only what the output does not hold yet.")
+    add_run_arguments(run)
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    summary = pipeline.run(run_config(args))
+    print(format_summary(summary))
+    options = run_config(args).storage.options(summary.output)
+    samples = query.run_sample(summary.output, summary.run_id, SAMPLE_CAPTIONS, options)
+    if samples:
+        print("\nA few captions:")
+        for row in samples:
+            print(f"  [{row['lang']}] {row['caption']!r}  (score {row['score']:.2f})  {row['uri']}")
+    return 0
+
+
+def format_summary(summary: pipeline.RunSummary) -> str:
+    return "\n".join([
+        f"run {summary.run_id}: {summary.status}",
+        f"  images listed   {summary.listed}",
+        f"  already done    {summary.skipped}",
+        f"  captioned       {summary.captioned}",
+        f"  failed          {summary.failed}   (see errors/)",
+        f"  caption rows    {summary.captions}",
+        f"  elapsed         {summary.elapsed_s:.1f} s ({summary.images_per_s:.1f} images/s, startup {summary.startup_s:.1f} s)",
+        f"  output          {summary.output.rstrip('/')}/captions/  (Parquet, partitioned by lang)",
+    ])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    try:
+        return args.handler(args)
+    except (ConfigError, InputError, ModelError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

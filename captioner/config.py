@@ -1,0 +1,145 @@
+"""Frozen settings, one dataclass per concern, validated before any work starts."""
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+DEMO_MODEL = str(Path(__file__).parent / "demo_model")
+
+
+class ConfigError(ValueError):
+    """A setting a user can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """How to reach object stores; credentials come from the usual AWS environment and profiles."""
+
+    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, Ceph, a local server)
+    anon: bool = False  # unsigned requests, for public buckets
+    profile: str | None = None  # named AWS profile from ~/.aws/config
+
+    def options(self, url: str) -> dict:
+        """fsspec storage options for ``url``; only S3 URLs take S3 settings."""
+        if not url.startswith(("s3://", "s3a://")):
+            return {}
+        opts: dict = {}
+        if self.endpoint_url:
+            opts["endpoint_url"] = self.endpoint_url
+        if self.anon:
+            opts["anon"] = True
+        if self.profile:
+            opts["profile"] = self.profile
+        return opts
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    uri: str  # folder, bucket prefix, or a .parquet/.csv/.txt manifest of URIs
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # listed files must end with one of these
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = DEMO_MODEL  # hub id, local folder, or object-store folder (s3://...)
+    revision: str | None = None  # hub revision: branch, tag or commit
+    cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "captioner", "models")  # per-node copies
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 32  # caption length cap, in tokens
+    num_beams: int = 1  # 1 = greedy (or sampling); >1 = beam search
+    temperature: float | None = None  # set with top_p to sample instead of searching
+    top_p: float | None = None  # nucleus sampling mass
+    seed: int = 0  # makes sampling reproducible
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature is not None or self.top_p is not None
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.num_beams < 1:
+            raise ConfigError(f"--num-beams must be at least 1, got {self.num_beams}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ConfigError(f"--temperature must be > 0, got {self.temperature}; leave it out for greedy decoding")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    """Per-stage resources; ``None`` means derive from the cluster (see ``resolve``)."""
+
+    concurrency: int | None = None  # caption actors
+    batch_size: int | None = None  # images per caption call
+    num_gpus: float | None = None  # GPUs per caption actor
+    num_cpus: float | None = None  # CPUs per caption actor (also its torch threads)
+    decode_batch_size: int = 16  # images per read+decode task batch
+    decode_memory_mb: int = 512  # memory reserved per decode task; a 12 MP image decodes to ~36 MB per copy
+    rows_per_file: int = 1024  # images per output shard
+
+    def resolve(self, cluster_cpus: float, cluster_gpus: float) -> "ResourceConfig":
+        """Fill unset fields: one actor per GPU, else CPU actors that leave cores for decoding."""
+        gpus = self.num_gpus if self.num_gpus is not None else (1.0 if cluster_gpus >= 1 else 0.0)
+        if gpus > 0:
+            cpus = self.num_cpus if self.num_cpus is not None else 1.0
+            concurrency = self.concurrency or max(1, int(cluster_gpus // gpus))
+            batch = self.batch_size or 64
+        else:
+            cpus = self.num_cpus if self.num_cpus is not None else float(min(4, max(1, int(cluster_cpus // 2))))
+            concurrency = self.concurrency or max(1, int((cluster_cpus // 2) // cpus))
+            batch = self.batch_size or 16
+        resolved = replace(self, concurrency=concurrency, batch_size=batch, num_gpus=gpus, num_cpus=cpus)
+        resolved.validate(cluster_cpus, cluster_gpus)
+        return resolved
+
+    def validate(self, cluster_cpus: float, cluster_gpus: float) -> None:
+        if self.num_gpus and self.num_gpus > cluster_gpus:
+            raise ConfigError(
+                f"each caption actor asks for {self.num_gpus} GPU(s) but the cluster has {cluster_gpus:g}; "
+                "pass --num-gpus 0 to caption on CPU"
+            )
+        if self.num_cpus and self.num_cpus > cluster_cpus:
+            raise ConfigError(
+                f"each caption actor asks for {self.num_cpus:g} CPUs but the cluster has {cluster_cpus:g}; lower --num-cpus"
+            )
+        for name in ("concurrency", "batch_size", "decode_batch_size", "decode_memory_mb", "rows_per_file"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    input: InputConfig
+    output: str  # folder or bucket prefix that receives captions/, errors/ and runs/
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    languages: tuple[str, ...] = ("en",)  # one caption row per image per language
+    resources: ResourceConfig = field(default_factory=ResourceConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def validate(self) -> None:
+        self.generation.validate()
+        if not self.languages:
+            raise ConfigError("--languages needs at least one language code, e.g. --languages en")
+        for lang in self.languages:
+            if not lang.replace("_", "").replace("-", "").isalnum():
+                raise ConfigError(f"invalid language code {lang!r}; use codes such as en, fr, de, es")
+        if len(set(self.languages)) != len(self.languages):
+            raise ConfigError(f"--languages lists a language twice: {','.join(self.languages)}")
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes captions, so runs that differ can be told apart."""
+        payload = {
+            "model": self.model.name,
+            "revision": self.model.revision,
+            "generation": asdict(self.generation),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

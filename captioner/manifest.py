@@ -1,0 +1,102 @@
+"""Freeze an input into a manifest of (uri, size, etag), and subtract what the output already holds."""
+
+import io
+import logging
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from . import schema, storage
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SUFFIXES = (".parquet", ".csv", ".txt")
+
+
+class InputError(ValueError):
+    """The input cannot be listed; the message says what to fix."""
+
+
+def build(uri: str, extensions: tuple[str, ...], options: dict | None = None) -> pa.Table:
+    """List ``uri`` (a folder, prefix or manifest file) into a manifest table sorted by URI."""
+    if uri.lower().endswith(MANIFEST_SUFFIXES):
+        table = _read_manifest_file(uri, options)
+    else:
+        wanted = tuple(ext.lower() for ext in extensions)
+        rows = [row for row in storage.walk_files(uri, options) if row[0].lower().endswith(wanted)]
+        table = pa.Table.from_pylist(
+            [{schema.URI: u, schema.SIZE: s, schema.ETAG: e} for u, s, e in rows], schema=schema.MANIFEST
+        )
+    if table.num_rows == 0:
+        raise InputError(
+            f"no images found under {uri!r} (extensions: {', '.join(extensions)}); "
+            "check the path, or pass --extensions"
+        )
+    log.info("listed %d images under %s", table.num_rows, uri)
+    return table.sort_by(schema.URI)
+
+
+def _read_manifest_file(uri: str, options: dict | None) -> pa.Table:
+    """A Parquet/CSV file with a ``uri`` column (and optionally size, etag), or a text file of URIs."""
+    data = storage.read_bytes(uri, options)
+    if uri.lower().endswith(".txt"):
+        uris = [line.strip() for line in data.decode("utf-8").splitlines()]
+        table = pa.table({schema.URI: [u for u in uris if u and not u.startswith("#")]})
+    elif uri.lower().endswith(".csv"):
+        table = pcsv.read_csv(io.BytesIO(data))
+    else:
+        table = pq.read_table(io.BytesIO(data))
+    if schema.URI not in table.column_names:
+        raise InputError(f"manifest {uri!r} has no {schema.URI!r} column; columns are {table.column_names}")
+    columns = {}
+    for field in schema.MANIFEST:
+        if field.name in table.column_names:
+            columns[field.name] = table[field.name].cast(field.type)
+        else:
+            columns[field.name] = pa.nulls(table.num_rows, field.type)
+    return pa.table(columns, schema=schema.MANIFEST).combine_chunks()
+
+
+def done_keys(output: str, options: dict | None = None) -> pa.Table:
+    """(uri, size, etag, lang) of every caption in the output, plus every errored image with a null lang."""
+    fs, root = storage.filesystem(output, options)
+    key_schema = schema.MANIFEST.append(pa.field(schema.LANG, pa.string()))
+    parts = [key_schema.empty_table()]
+    captions = storage.join(root, schema.CAPTIONS_DIR)
+    if fs.exists(captions):
+        ds = pads.dataset(captions, filesystem=fs, format="parquet", partitioning="hive")
+        parts.append(ds.to_table(columns=key_schema.names))
+    errors = storage.join(root, schema.ERRORS_DIR)
+    if fs.exists(errors):
+        table = pads.dataset(errors, filesystem=fs, format="parquet").to_table(columns=list(schema.IDENTITY))
+        parts.append(table.append_column(schema.LANG, pa.nulls(table.num_rows, pa.string())))
+    return pa.concat_tables([part.cast(key_schema) for part in parts])
+
+
+def pending(manifest: pa.Table, done: pa.Table, languages: tuple[str, ...]) -> pa.Table:
+    """Manifest rows still missing a caption in some language, with those languages in ``langs``.
+
+    Images match on their full identity, so a changed object (new size or etag) is captioned again;
+    identity columns a manifest file left empty are not compared. Images that errored are left alone.
+    """
+    keys = [c for c in schema.IDENTITY if manifest[c].null_count < manifest.num_rows or c == schema.URI]
+    errored = done.filter(pc.is_null(done[schema.LANG])).select(keys)
+    remaining = manifest.join(errored, keys, join_type="left anti")
+    wanted = _cross(remaining, languages)
+    captioned = done.filter(pc.is_valid(done[schema.LANG])).select([*keys, schema.LANG])
+    missing = wanted.join(captioned, [*keys, schema.LANG], join_type="left anti")
+    grouped = missing.group_by(list(schema.IDENTITY), use_threads=False).aggregate([(schema.LANG, "list")])
+    langs = pc.binary_join(grouped[f"{schema.LANG}_list"], ",")
+    return pa.table(
+        {**{c: grouped[c] for c in schema.IDENTITY}, schema.LANGS: langs}
+    ).sort_by(schema.URI)
+
+
+def _cross(table: pa.Table, languages: tuple[str, ...]) -> pa.Table:
+    """Every row of ``table`` once per language."""
+    repeated = pa.concat_tables([table] * len(languages))
+    langs = pa.array([lang for lang in languages for _ in range(table.num_rows)], pa.string())
+    return repeated.append_column(schema.LANG, langs)

@@ -1,0 +1,176 @@
+"""The one module that knows the stage order: list, subtract done work, read+decode, caption, write."""
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import ray
+
+from . import manifest, model, schema, stages, storage
+from .config import ConfigError, RunConfig
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 5.0
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    output: str
+    listed: int = 0  # images in the input manifest
+    skipped: int = 0  # already fully captioned (or failed) in the output
+    images: int = 0  # processed by this run
+    captioned: int = 0
+    failed: int = 0
+    captions: int = 0  # rows written to captions/ (images x languages)
+    elapsed_s: float = 0.0
+    startup_s: float = 0.0  # listing, planning and model loading before the first result
+    status: str = "running"
+    fingerprint: str = ""
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def run(config: RunConfig) -> RunSummary:
+    """Caption every image of the input not yet in the output; returns the run's summary."""
+    config.validate()
+    started = time.monotonic()
+    summary = RunSummary(run_id=new_run_id(), output=config.output, fingerprint=config.fingerprint(),
+                         settings=_settings(config))
+    info = model.describe(config.model, config.storage.options(config.model.name))
+    unknown = [lang for lang in config.languages if lang not in info.languages]
+    if unknown:
+        raise ConfigError(
+            f"model {config.model.name!r} cannot write {', '.join(unknown)}; "
+            f"it writes {', '.join(info.languages)}. Change --languages"
+        )
+
+    listing = manifest.build(config.input.uri, config.input.extensions, config.storage.options(config.input.uri))
+    out_opts = config.storage.options(config.output)
+    run_dir = storage.join(config.output, schema.RUNS_DIR, summary.run_id)
+    storage.write_parquet_atomic(storage.join(run_dir, "manifest.parquet"), listing, out_opts)
+    todo = manifest.pending(listing, manifest.done_keys(config.output, out_opts), config.languages)
+    summary.listed, summary.skipped = listing.num_rows, listing.num_rows - todo.num_rows
+    log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, todo.num_rows)
+
+    if todo.num_rows:
+        _execute(config, info, todo, summary, started)
+    summary.elapsed_s = time.monotonic() - started
+    summary.status = "succeeded"
+    storage.write_bytes_atomic(storage.join(run_dir, "run.json"), _record(summary), out_opts)
+    return summary
+
+
+def _execute(config: RunConfig, info: model.ModelInfo, todo: pa.Table, summary: RunSummary, started: float) -> None:
+    _init_ray()
+    cluster = ray.cluster_resources()
+    res = config.resources.resolve(cluster.get("CPU", 1.0), cluster.get("GPU", 0.0))
+    log.info("caption actors: %d x (%g CPU, %g GPU), batch size %d", res.concurrency, res.num_cpus, res.num_gpus,
+             res.batch_size)
+
+    blocks = [todo.slice(i, res.decode_batch_size) for i in range(0, todo.num_rows, res.decode_batch_size)]
+    ds = ray.data.from_arrow(blocks)
+    ds = ds.map_batches(
+        stages.read_and_decode,
+        fn_kwargs={"image": info.image, "store": config.storage},
+        batch_size=res.decode_batch_size,
+        batch_format="numpy",
+        num_cpus=1,
+        # A memory request of its own also keeps Ray from fusing decoding into the caption actor,
+        # so CPU tasks decode the next batches while the actor captions this one.
+        memory=res.decode_memory_mb * 2**20,
+    )
+    ds = ds.map_batches(
+        stages.CaptionActor,
+        fn_constructor_kwargs={
+            "model_config": config.model,
+            "generation": config.generation,
+            "store": config.storage,
+            "run_id": summary.run_id,
+            "num_threads": int(res.num_cpus),
+        },
+        compute=ray.data.ActorPoolStrategy(size=res.concurrency),
+        batch_size=res.batch_size,
+        batch_format="numpy",
+        num_cpus=res.num_cpus,
+        num_gpus=res.num_gpus,
+    )
+    ds = ds.map_batches(
+        stages.write,
+        fn_kwargs={"output": config.output, "store": config.storage},
+        batch_size=res.rows_per_file,
+        batch_format="pyarrow",
+        num_cpus=0.25,
+    )
+    progress = _Progress(todo.num_rows)
+    for counts in ds.iter_rows():
+        if not summary.images:
+            summary.startup_s = time.monotonic() - started
+        for key in ("images", "captioned", "failed", "captions"):
+            setattr(summary, key, getattr(summary, key) + int(counts[key]))
+        progress.update(summary.images)
+
+
+def _init_ray() -> None:
+    """Join the cluster in RAY_ADDRESS if set, else start a local one; keep Ray's own bars quiet."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING, log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+class _Progress:
+    """Logs done/total, rate and ETA at most every few seconds."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_S and done < self.total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        log.info("%d/%d images (%.0f%%), %.1f img/s, ETA %s", done, self.total, 100 * done / self.total, rate,
+                 _duration(eta))
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _settings(config: RunConfig) -> dict:
+    """What the run record keeps of the config: everything but credentials-bearing storage settings."""
+    return {
+        "input": config.input.uri,
+        "model": asdict(config.model),
+        "generation": asdict(config.generation),
+        "languages": list(config.languages),
+        "resources": asdict(config.resources),
+    }
+
+
+def _record(summary: RunSummary) -> bytes:
+    record = {**asdict(summary), "images_per_s": summary.images_per_s, "schema_version": schema.SCHEMA_VERSION}
+    return json.dumps(record, indent=2).encode()

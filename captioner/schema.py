@@ -1,0 +1,89 @@
+"""The Parquet schemas of everything captioner writes: the one place column names are spelled.
+
+Output layout under OUTPUT:
+  captions/lang=xx/part-*.parquet   one row per (image, language); ``lang`` lives in the directory name
+  errors/part-*.parquet             one row per image that could not be captioned
+  runs/<run_id>/manifest.parquet    the frozen listing the run worked from
+  runs/<run_id>/run.json            the run record (counts, timings, settings)
+"""
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# Identity of an input object: a caption is only ever attached to this exact triple.
+URI = "uri"
+SIZE = "size"
+ETAG = "etag"
+
+LANG = "lang"
+LANGS = "langs"
+CAPTION = "caption"
+SCORE = "score"
+WIDTH = "width"
+HEIGHT = "height"
+MODEL = "model"
+MODEL_REVISION = "model_revision"
+RUN_ID = "run_id"
+ERROR_TYPE = "error_type"
+ERROR = "error"
+PIXELS = "pixels"
+RESULTS = "results"
+
+IDENTITY = (URI, SIZE, ETAG)
+
+CAPTIONS_DIR = "captions"
+ERRORS_DIR = "errors"
+RUNS_DIR = "runs"
+
+MANIFEST = pa.schema(
+    [
+        pa.field(URI, pa.string(), nullable=False),  # full URI; an absolute path for local files
+        pa.field(SIZE, pa.int64()),  # bytes, null when a manifest file gave only URIs
+        pa.field(ETAG, pa.string()),  # the store's ETag, or "mtime:<seconds>" where it has none
+    ]
+)
+
+# Rows as written to captions/lang=xx/: ``lang`` is added back by hive partitioning on read.
+CAPTION_FILE = pa.schema(
+    [
+        pa.field(URI, pa.string(), nullable=False),
+        pa.field(SIZE, pa.int64()),
+        pa.field(ETAG, pa.string()),
+        pa.field(CAPTION, pa.string(), nullable=False),
+        pa.field(SCORE, pa.float32(), nullable=False),  # mean token log-probability, <= 0, higher is better
+        pa.field(WIDTH, pa.int32(), nullable=False),  # original image size, after EXIF orientation
+        pa.field(HEIGHT, pa.int32(), nullable=False),
+        pa.field(MODEL, pa.string(), nullable=False),
+        pa.field(MODEL_REVISION, pa.string()),
+        pa.field(RUN_ID, pa.string(), nullable=False),
+    ],
+    metadata={"captioner.schema_version": str(SCHEMA_VERSION)},
+)
+
+# The whole captions dataset as readers see it.
+CAPTIONS = CAPTION_FILE.insert(3, pa.field(LANG, pa.string(), nullable=False))
+
+ERROR_FILE = pa.schema(
+    [
+        pa.field(URI, pa.string(), nullable=False),
+        pa.field(SIZE, pa.int64()),
+        pa.field(ETAG, pa.string()),
+        pa.field(ERROR_TYPE, pa.string(), nullable=False),  # short machine-readable kind, e.g. "not_an_image"
+        pa.field(ERROR, pa.string(), nullable=False),  # human-readable message
+        pa.field(RUN_ID, pa.string(), nullable=False),
+    ],
+    metadata={"captioner.schema_version": str(SCHEMA_VERSION)},
+)
+
+# What a caption actor hands the writer: one row per image, its captions in a list, so a shard never
+# splits an image's languages. ``error_type`` set means the image failed and ``results`` is empty.
+CAPTION_RESULT = pa.struct([(LANG, pa.string()), (CAPTION, pa.string()), (SCORE, pa.float32())])
+IMAGE_RESULT = pa.schema(
+    [
+        *[f.with_nullable(True) for f in CAPTION_FILE if f.name not in (CAPTION, SCORE)],
+        pa.field(RESULTS, pa.list_(CAPTION_RESULT)),
+        ERROR_FILE.field(ERROR_TYPE).with_nullable(True),
+        ERROR_FILE.field(ERROR).with_nullable(True),
+    ]
+)

@@ -1,0 +1,132 @@
+"""Shared fixtures: tiny models built from configs, generated images, a real local S3 server."""
+
+import io
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+WORDS = "a an the red green blue yellow circle square triangle star on above below left right of and".split()
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def build_tiny_model(path: Path, languages: tuple[str, ...] = (), image_size: int = 32) -> Path:
+    """A random ViT + GPT-2 VisionEncoderDecoderModel with a word-level tokenizer, saved like a hub checkpoint.
+
+    With ``languages`` the tokenizer carries "<|xx|>" language tokens, as multilingual decoders do.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import (
+        GPT2Config,
+        PreTrainedTokenizerFast,
+        ViTConfig,
+        ViTImageProcessorPil,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+    )
+
+    lang_tokens = [f"<|{lang}|>" for lang in languages]
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + lang_tokens + WORDS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        extra_special_tokens=lang_tokens,
+    )
+    torch.manual_seed(0)
+    encoder = ViTConfig(image_size=image_size, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64)
+    decoder = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         add_cross_attention=True, is_decoder=True)
+    config = VisionEncoderDecoderConfig(encoder=encoder, decoder=decoder)
+    config.decoder_start_token_id = tokenizer.bos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    model = VisionEncoderDecoderModel(config=config)
+    model.generation_config.decoder_start_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    with torch.no_grad():
+        # Random weights often pick a special token first (an empty caption); make words likelier.
+        model.decoder.get_output_embeddings().weight[: len(SPECIALS) + len(lang_tokens)].zero_()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    ViTImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def jpeg_bytes(seed: int, size: tuple[int, int] = (64, 48), fmt: str = "JPEG") -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Six good images in nested folders, and three bad files that must become error rows."""
+    root = tmp_path / "photos"
+    (root / "nested").mkdir(parents=True)
+    for i in range(4):
+        (root / f"img{i}.jpg").write_bytes(jpeg_bytes(i))
+    (root / "nested" / "deep.png").write_bytes(jpeg_bytes(10, fmt="PNG"))
+    (root / "nested" / "wide.JPG").write_bytes(jpeg_bytes(11, size=(120, 30)))
+    (root / "truncated.jpg").write_bytes(jpeg_bytes(12)[:300])
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.jpg").write_text("this is a text file, not a picture\n")
+    (root / "readme.txt").write_text("ignored: not an image extension\n")
+    return root
+
+
+GOOD = 6
+BAD = {"truncated.jpg": "truncated", "empty.jpg": "empty", "notes.jpg": "not_an_image"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-protocol server (moto) on 127.0.0.1, reached through s3fs over HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3(s3_server):
+    """An s3fs filesystem on the local server, with a fresh bucket per test."""
+    import uuid
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server, skip_instance_cache=True)
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(bucket)
+    return fs, bucket
