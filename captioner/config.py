@@ -86,18 +86,23 @@ class ResourceConfig:
 
     def resolve(self, cluster_cpus: float, cluster_gpus: float) -> "ResourceConfig":
         """Fill unset fields: one actor per GPU, else CPU actors that leave cores for decoding."""
+        self.validate(cluster_cpus, cluster_gpus)
         gpus = self.num_gpus if self.num_gpus is not None else (1.0 if cluster_gpus >= 1 else 0.0)
         if gpus > 0:
             cpus = self.num_cpus if self.num_cpus is not None else 1.0
-            concurrency = self.concurrency or max(1, int(cluster_gpus // gpus))
-            batch = self.batch_size or 64
+            concurrency = max(1, int(cluster_gpus // gpus))
+            batch = 64
         else:
             cpus = self.num_cpus if self.num_cpus is not None else float(min(4, max(1, int(cluster_cpus // 2))))
-            concurrency = self.concurrency or max(1, int((cluster_cpus // 2) // cpus))
-            batch = self.batch_size or 16
-        resolved = replace(self, concurrency=concurrency, batch_size=batch, num_gpus=gpus, num_cpus=cpus)
-        resolved.validate(cluster_cpus, cluster_gpus)
-        return resolved
+            concurrency = max(1, int((cluster_cpus // 2) // cpus))
+            batch = 16
+        return replace(
+            self,
+            concurrency=self.concurrency if self.concurrency is not None else concurrency,
+            batch_size=self.batch_size if self.batch_size is not None else batch,
+            num_gpus=gpus,
+            num_cpus=cpus,
+        )
 
     def validate(self, cluster_cpus: float, cluster_gpus: float) -> None:
         if self.num_gpus and self.num_gpus > cluster_gpus:

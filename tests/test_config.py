@@ -1,0 +1,70 @@
+import pytest
+
+from captioner.config import ConfigError, GenerationConfig, InputConfig, ModelConfig, ResourceConfig, RunConfig, StorageConfig
+
+
+def test_resources_one_actor_per_gpu():
+    res = ResourceConfig().resolve(cluster_cpus=32, cluster_gpus=4)
+    assert (res.concurrency, res.num_gpus, res.num_cpus, res.batch_size) == (4, 1.0, 1.0, 64)
+
+
+def test_resources_on_cpu_leave_cores_for_decoding():
+    assert ResourceConfig().resolve(cluster_cpus=2, cluster_gpus=0).concurrency == 1
+    res = ResourceConfig().resolve(cluster_cpus=16, cluster_gpus=0)
+    assert (res.concurrency, res.num_cpus, res.num_gpus) == (2, 4.0, 0.0)
+
+
+def test_resources_user_values_win():
+    res = ResourceConfig(concurrency=3, batch_size=5, num_cpus=1).resolve(cluster_cpus=8, cluster_gpus=0)
+    assert (res.concurrency, res.batch_size, res.num_cpus) == (3, 5, 1)
+
+
+def test_resources_that_cluster_cannot_grant_are_refused():
+    with pytest.raises(ConfigError, match="--num-gpus 0"):
+        ResourceConfig(num_gpus=1).resolve(cluster_cpus=8, cluster_gpus=0)
+    with pytest.raises(ConfigError, match="lower --num-cpus"):
+        ResourceConfig(num_cpus=64).resolve(cluster_cpus=8, cluster_gpus=0)
+    with pytest.raises(ConfigError, match="--batch-size"):
+        ResourceConfig(batch_size=0).resolve(cluster_cpus=8, cluster_gpus=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_new_tokens": 0}, "--max-new-tokens"),
+        ({"num_beams": 0}, "--num-beams"),
+        ({"temperature": 0.0}, "--temperature"),
+        ({"top_p": 1.5}, "--top-p"),
+    ],
+)
+def test_generation_validation(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        GenerationConfig(**kwargs).validate()
+
+
+def test_sampling_only_when_asked():
+    assert not GenerationConfig().do_sample
+    assert GenerationConfig(top_p=0.9).do_sample
+
+
+def test_languages_validated():
+    base = RunConfig(input=InputConfig("in"), output="out")
+    with pytest.raises(ConfigError, match="twice"):
+        RunConfig(input=base.input, output="out", languages=("en", "en")).validate()
+    with pytest.raises(ConfigError, match="invalid language"):
+        RunConfig(input=base.input, output="out", languages=("e n",)).validate()
+
+
+def test_fingerprint_follows_what_changes_captions():
+    base = RunConfig(input=InputConfig("in"), output="out")
+    same = RunConfig(input=InputConfig("elsewhere"), output="out2", languages=("en", "fr"))
+    other_model = RunConfig(input=InputConfig("in"), output="out", model=ModelConfig(name="other"))
+    beams = RunConfig(input=InputConfig("in"), output="out", generation=GenerationConfig(num_beams=4))
+    assert base.fingerprint() == same.fingerprint()
+    assert len({base.fingerprint(), other_model.fingerprint(), beams.fingerprint()}) == 3
+
+
+def test_storage_options_apply_to_s3_only():
+    store = StorageConfig(endpoint_url="http://127.0.0.1:9000", anon=True, profile="p")
+    assert store.options("s3://b/k") == {"endpoint_url": "http://127.0.0.1:9000", "anon": True, "profile": "p"}
+    assert store.options("/local/path") == {}

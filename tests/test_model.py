@@ -1,0 +1,57 @@
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from captioner import model
+from captioner.config import ModelConfig
+from conftest import build_tiny_model
+
+
+def test_loads_a_saved_folder_with_from_pretrained(tiny_model):
+    """The path users take: ``from_pretrained`` on a folder; a hub id differs only by the name."""
+    loaded = model.load(ModelConfig(name=str(tiny_model)))
+    assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+    assert not loaded.model.training
+    assert loaded.info.languages == {"en": None}
+    assert (loaded.info.image.height, loaded.info.image.width) == (32, 32)
+    assert loaded.info.image.mean == (0.5, 0.5, 0.5)
+    saved = load_file(str(tiny_model / "model.safetensors"))
+    name = next(k for k in saved if k.endswith("lm_head.weight") or k.endswith("wte.weight"))
+    assert torch.equal(loaded.model.state_dict()[name], saved[name])
+
+
+def test_language_tokens_are_found(tmp_path):
+    path = build_tiny_model(tmp_path / "m", languages=("en", "fr", "de"))
+    info = model.describe(ModelConfig(name=str(path)))
+    assert sorted(info.languages) == ["de", "en", "fr"]
+    assert all(isinstance(token, int) for token in info.languages.values())
+
+
+def test_pickle_only_checkpoint_is_refused(tiny_model, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model, folder)
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(model.ModelError, match="safetensors"):
+        model.load(ModelConfig(name=str(folder)))
+
+
+def test_object_store_folder_is_copied_once_per_node(tiny_model, s3, s3_server, tmp_path):
+    fs, bucket = s3
+    fs.put(str(tiny_model) + "/", f"{bucket}/models/tiny/", recursive=True)
+    config = ModelConfig(name=f"s3://{bucket}/models/tiny", cache_dir=str(tmp_path / "cache"))
+    opts = {"endpoint_url": s3_server}
+    loaded = model.load(config, opts)
+    assert loaded.info.image.height == 32
+    first = model.local_path(config, opts)
+    assert model.local_path(config, opts) == first
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_missing_object_store_model_says_so(s3, s3_server, tmp_path):
+    _, bucket = s3
+    config = ModelConfig(name=f"s3://{bucket}/nothing-here", cache_dir=str(tmp_path))
+    with pytest.raises(model.ModelError, match="does not exist"):
+        model.describe(config, {"endpoint_url": s3_server})
