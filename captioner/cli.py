@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = pipeline.run(run_config(args))
     print(format_summary(summary))
     options = run_config(args).storage.options(summary.output)
-    samples = query.run_sample(summary.output, summary.run_id, SAMPLE_CAPTIONS, options)
+    samples = query.sample(summary.output, SAMPLE_CAPTIONS, summary.run_id if summary.captions else None, options)
     if samples:
         print("\nA few captions:")
         for row in samples:

@@ -19,13 +19,13 @@ def errors(output: str, options: dict | None = None) -> pads.Dataset:
                         schema=schema.ERROR_FILE)
 
 
-def run_sample(output: str, run_id: str, limit: int, options: dict | None = None) -> list[dict]:
-    """Up to ``limit`` caption rows written by ``run_id``, by URI then language, for a quick look."""
+def sample(output: str, limit: int, run_id: str | None = None, options: dict | None = None) -> list[dict]:
+    """Up to ``limit`` caption rows (of ``run_id`` if given), by URI then language, for a quick look."""
     fs, root = storage.filesystem(output, options)
     if not fs.exists(storage.join(root, schema.CAPTIONS_DIR)):
         return []
     rows = captions(output, options).to_table(
         columns=[schema.URI, schema.LANG, schema.CAPTION, schema.SCORE],
-        filter=pc.field(schema.RUN_ID) == run_id,
+        filter=None if run_id is None else pc.field(schema.RUN_ID) == run_id,
     )
     return rows.sort_by([(schema.URI, "ascending"), (schema.LANG, "ascending")]).slice(0, limit).to_pylist()

@@ -1,0 +1,64 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from captioner import cli
+from captioner.config import DEMO_MODEL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_parser():
+    parser = cli.build_parser()
+    return next(a for a in parser._subparsers._group_actions if a.dest == "command").choices["run"]
+
+
+def test_help_explains_every_option():
+    run = _run_parser()
+    for action in run._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and len(action.help) > 10, action.dest
+    text = run.format_help()
+    for flag in ("--model", "--revision", "--languages", "--num-beams", "--temperature", "--top-p", "--max-new-tokens",
+                 "--seed", "--concurrency", "--batch-size", "--num-gpus", "--num-cpus", "--endpoint-url", "--anon"):
+        assert flag in text
+
+
+def test_arguments_become_configs():
+    args = cli.build_parser().parse_args(
+        ["run", "s3://b/in", "s3://b/out", "--languages", "en, fr", "--num-beams", "3", "--top-p", "0.9",
+         "--endpoint-url", "http://127.0.0.1:9000", "--batch-size", "8", "--extensions", "jpg,.png"]
+    )
+    config = cli.run_config(args)
+    assert config.languages == ("en", "fr")
+    assert config.generation.num_beams == 3 and config.generation.do_sample
+    assert config.storage.options("s3://b/in") == {"endpoint_url": "http://127.0.0.1:9000"}
+    assert config.resources.batch_size == 8 and config.resources.concurrency is None
+    assert config.input.extensions == (".jpg", ".png")
+    assert config.model.name == DEMO_MODEL
+
+
+def test_bad_input_is_one_line_not_a_traceback(tiny_model, tmp_path, caplog):
+    code = cli.main(["run", str(tmp_path / "missing"), str(tmp_path / "out"), "--model", str(tiny_model)])
+    assert code == 2
+    assert "does not exist" in caplog.text and "Traceback" not in caplog.text
+    code = cli.main(["run", str(tmp_path), str(tmp_path / "out"), "--model", str(tiny_model), "--num-beams", "0"])
+    assert code == 2 and "--num-beams must be at least 1" in caplog.text
+
+
+@pytest.mark.slow
+def test_job_entry_point_runs_the_job(tiny_model, image_folder, tmp_path):
+    """What `ray job submit -- python jobs/caption.py ...` runs: a new process that starts its own Ray."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "caption.py"), str(image_folder), str(tmp_path / "out"),
+         "--model", str(tiny_model), "--max-new-tokens", "4"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "captioned       6" in result.stdout and "failed          3" in result.stdout
+    assert "A few captions:" in result.stdout and str(tmp_path / "out") in result.stdout
+    assert "ETA" in result.stderr
