@@ -68,3 +68,15 @@ def test_beam_search_and_seeded_sampling(captioner, pixels):
 
 def test_empty_batch(captioner):
     assert generate.caption(captioner, np.zeros((0, 32, 32, 3), np.uint8), [], GenerationConfig()) == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_on_cuda_agrees_with_fp32(tiny_model, captioner, pixels):
+    gpu = model.load(ModelConfig(name=str(tiny_model)), device=torch.device("cuda"))
+    assert gpu.dtype == torch.float16 and next(gpu.model.parameters()).dtype == torch.float16
+    settings = GenerationConfig(max_new_tokens=6)
+    on_gpu = generate.caption(gpu, pixels, [["en"]] * len(pixels), settings)
+    on_cpu = generate.caption(captioner, pixels, [["en"]] * len(pixels), settings)
+    assert all(np.isfinite(r["en"].score) for r in on_gpu)
+    assert [r["en"].score for r in on_gpu] == pytest.approx([r["en"].score for r in on_cpu], abs=0.05)
