@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -17,6 +18,7 @@ from .config import ConfigError, RunConfig
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 5.0
+MAX_BLOCK_ROWS = 4096  # URIs per input block
 
 
 @dataclass
@@ -81,8 +83,9 @@ def _execute(config: RunConfig, info: model.ModelInfo, todo: pa.Table, summary: 
     log.info("caption actors: %d x (%g CPU, %g GPU), batch size %d", res.concurrency, res.num_cpus, res.num_gpus,
              res.batch_size)
 
-    blocks = [todo.slice(i, res.decode_batch_size) for i in range(0, todo.num_rows, res.decode_batch_size)]
-    ds = ray.data.from_arrow(blocks)
+    # Enough blocks to keep every CPU decoding, few enough that millions of URIs stay cheap to schedule.
+    per_block = max(res.decode_batch_size, min(MAX_BLOCK_ROWS, math.ceil(todo.num_rows / (4 * cluster.get("CPU", 1.0)))))
+    ds = ray.data.from_arrow([todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)])
     ds = ds.map_batches(
         stages.read_and_decode,
         fn_kwargs={"image": info.image, "store": config.storage},
