@@ -29,6 +29,16 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _translation(value: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for part in _csv(value):
+        lang, sep, model = part.partition("=")
+        if not sep or not lang.strip() or not model.strip():
+            raise argparse.ArgumentTypeError(f"expected LANG=MODEL, e.g. fr=Helsinki-NLP/opus-mt-en-fr, got {part!r}")
+        pairs.append((lang.strip(), model.strip()))
+    return tuple(pairs)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``captioner run`` (also taken by ``jobs/caption.py``)."""
     parser.add_argument("input", help="folder, s3://bucket/prefix (any fsspec URL), or a .parquet/.csv/.txt "
@@ -42,7 +52,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--model-cache", default=ModelConfig.cache_dir,
                    help="where each node keeps its copy of an object-store model (default: %(default)s)")
     m.add_argument("--languages", type=_csv, default=("en",),
-                   help="comma-separated language codes, one caption row each (default: en)")
+                   help="comma-separated language codes, one caption row each (default: en). A language the "
+                   "captioner has a language token for is written natively, others need --translate")
+    m.add_argument("--translate", type=_translation, action="append", default=[], metavar="LANG=MODEL[,LANG=MODEL]",
+                   help="write LANG by translating the source caption with a sequence-to-sequence model (hub id, "
+                   "folder or s3:// folder, MarianMT style, e.g. fr=Helsinki-NLP/opus-mt-en-fr); repeatable")
+    m.add_argument("--source-language", default=RunConfig.source_language,
+                   help="language that translations start from; must be in --languages (default: %(default)s)")
+    m.add_argument("--clip-model", help="CLIP model (hub id, folder or s3:// folder) that fills clip_score: "
+                   "2.5 * max(cosine(image, caption), 0)")
+    m.add_argument("--num-candidates", type=int, default=RunConfig.num_candidates,
+                   help="generate N captions per image and language and keep the best by CLIP score "
+                   "(needs --clip-model; default: %(default)s)")
 
     g = parser.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=GenerationConfig.max_new_tokens,
@@ -83,6 +104,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         generation=GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                     temperature=args.temperature, top_p=args.top_p, seed=args.seed),
         languages=args.languages,
+        translate=tuple(pair for group in args.translate for pair in group),
+        source_language=args.source_language,
+        clip_model=args.clip_model,
+        num_candidates=args.num_candidates,
         resources=ResourceConfig(concurrency=args.concurrency, batch_size=args.batch_size, num_gpus=args.num_gpus,
                                  num_cpus=args.num_cpus, decode_batch_size=args.decode_batch_size,
                                  decode_memory_mb=args.decode_memory_mb,

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -127,6 +128,10 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     languages: tuple[str, ...] = ("en",)  # one caption row per image per language
+    translate: tuple[tuple[str, str], ...] = ()  # (language, translation model): these are translated, not native
+    source_language: str = "en"  # what translations translate from; written natively by the captioner
+    clip_model: str | None = None  # CLIP model for the clip_score column (and best-of-N)
+    num_candidates: int = 1  # captions generated per image and language; the best CLIP score is kept
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
@@ -139,6 +144,35 @@ class RunConfig:
                 raise ConfigError(f"invalid language code {lang!r}; use codes such as en, fr, de, es")
         if len(set(self.languages)) != len(self.languages):
             raise ConfigError(f"--languages lists a language twice: {','.join(self.languages)}")
+        if self.num_candidates < 1:
+            raise ConfigError(f"--num-candidates must be at least 1, got {self.num_candidates}")
+        if self.num_candidates > 1 and not self.clip_model:
+            raise ConfigError("--num-candidates keeps the candidate with the best CLIP score: pass --clip-model too")
+        extra = sorted(set(dict(self.translate)) - set(self.languages))
+        if extra:
+            raise ConfigError(f"--translate names {', '.join(extra)}, which --languages does not list")
+
+    def producers(self, native: Iterable[str]) -> dict[str, str | None]:
+        """Each language's producer: None for the captioner's own language token, else a translation model.
+
+        A language with a translation model is translated; otherwise the captioner must write it natively.
+        """
+        native = set(native)
+        translators = dict(self.translate)
+        plan = {lang: translators.get(lang) for lang in self.languages}
+        missing = [lang for lang, model in plan.items() if model is None and lang not in native]
+        if missing:
+            raise ConfigError(
+                f"model {self.model.name!r} cannot write {', '.join(missing)} (it writes {', '.join(sorted(native))}); "
+                f"change --languages or translate, e.g. --translate {missing[0]}=Helsinki-NLP/opus-mt-"
+                f"{self.source_language}-{missing[0]}"
+            )
+        if translators and (self.source_language not in plan or plan[self.source_language] is not None):
+            raise ConfigError(
+                f"translations start from {self.source_language} captions: list {self.source_language} in "
+                "--languages, written natively, or pick another --source-language"
+            )
+        return plan
 
     def fingerprint(self) -> str:
         """A short hash of everything that changes captions, so runs that differ can be told apart."""
@@ -146,5 +180,9 @@ class RunConfig:
             "model": self.model.name,
             "revision": self.model.revision,
             "generation": asdict(self.generation),
+            "translate": sorted(self.translate),
+            "source_language": self.source_language,
+            "clip_model": self.clip_model,
+            "num_candidates": self.num_candidates,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

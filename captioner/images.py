@@ -6,6 +6,7 @@ Nothing here raises for bad input: a file that is not an image, truncated or too
 
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,18 @@ _ORIENTATION_TAG = 0x0112
 
 
 @dataclass(frozen=True)
+class Resize:
+    """How a model's image processor sizes its input."""
+
+    height: int
+    width: int
+    crop: bool = False  # False: stretch to height x width; True: scale the short side, then centre-crop
+    resample: int = Image.Resampling.BILINEAR
+
+
+@dataclass(frozen=True)
 class Decoded:
-    pixels: np.ndarray  # (height, width, 3) uint8 at the requested size
+    pixels: tuple[np.ndarray, ...]  # one (height, width, 3) uint8 array per requested Resize
     width: int  # original size, after EXIF orientation
     height: int
 
@@ -29,14 +40,14 @@ class DecodeFailure:
     message: str
 
 
-def decode(data: bytes, size: tuple[int, int]) -> Decoded | DecodeFailure:
-    """Decode ``data`` and resize it to ``size`` = (height, width), with cheap JPEG draft decoding."""
+def decode(data: bytes, sizes: Sequence[Resize]) -> Decoded | DecodeFailure:
+    """Decode ``data`` once and resize it for each model, with cheap JPEG draft decoding."""
     if not data:
         return DecodeFailure("empty", "file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _decode(data, size)
+            return _decode(data, sizes)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return DecodeFailure("too_large", str(exc))
     except UnidentifiedImageError:
@@ -48,19 +59,26 @@ def decode(data: bytes, size: tuple[int, int]) -> Decoded | DecodeFailure:
         return DecodeFailure("decode_error", f"{type(exc).__name__}: {exc}")
 
 
-def _decode(data: bytes, size: tuple[int, int]) -> Decoded:
-    height, width = size
+def _decode(data: bytes, sizes: Sequence[Resize]) -> Decoded:
     with Image.open(io.BytesIO(data)) as img:
         orig_w, orig_h = img.size
         if img.getexif().get(_ORIENTATION_TAG) in _TRANSPOSED:
             orig_w, orig_h = orig_h, orig_w
-        # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying at least ``size``.
-        img.draft("RGB", (width, height))
-        img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
-        img = img.resize((width, height), Image.Resampling.BILINEAR)
-        pixels = np.asarray(img, dtype=np.uint8)
+        # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying at least the largest size.
+        img.draft("RGB", (max(s.width for s in sizes), max(s.height for s in sizes)))
+        img = _to_rgb(ImageOps.exif_transpose(img))
+        pixels = tuple(np.asarray(_resize(img, size), dtype=np.uint8) for size in sizes)
     return Decoded(pixels=pixels, width=orig_w, height=orig_h)
+
+
+def _resize(img: Image.Image, size: Resize) -> Image.Image:
+    if not size.crop:
+        return img.resize((size.width, size.height), size.resample)
+    scale = max(size.width, size.height) / min(img.size)
+    scaled = img.resize((max(size.width, round(img.width * scale)), max(size.height, round(img.height * scale))),
+                        size.resample)
+    left, top = (scaled.width - size.width) // 2, (scaled.height - size.height) // 2
+    return scaled.crop((left, top, left + size.width, top + size.height))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

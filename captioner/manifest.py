@@ -82,7 +82,7 @@ def pending(manifest: pa.Table, done: pa.Table, languages: tuple[str, ...]) -> p
     Images match on their full identity, so a changed object (new size or etag) is captioned again;
     identity columns a manifest file left empty are not compared. Images that errored are left alone.
     """
-    keys = [c for c in schema.IDENTITY if manifest[c].null_count < manifest.num_rows or c == schema.URI]
+    keys = _keys(manifest)
     errored = done.filter(pc.is_null(done[schema.LANG])).select(keys)
     remaining = manifest.join(errored, keys, join_type="left anti")
     wanted = _cross(remaining, languages)
@@ -93,6 +93,26 @@ def pending(manifest: pa.Table, done: pa.Table, languages: tuple[str, ...]) -> p
     return pa.table(
         {**{c: grouped[c] for c in schema.IDENTITY}, schema.LANGS: langs}
     ).sort_by(schema.URI)
+
+
+def with_source_captions(todo: pa.Table, output: str, lang: str, options: dict | None = None) -> pa.Table:
+    """Attach each image's stored ``lang`` caption, so a language added later translates what is written."""
+    fs, root = storage.filesystem(output, options)
+    folder = storage.join(root, schema.CAPTIONS_DIR, f"{schema.LANG}={lang}")
+    if not fs.exists(folder):
+        return todo.append_column(schema.SOURCE_CAPTION, pa.nulls(todo.num_rows, pa.string()))
+    stored = pads.dataset(folder, filesystem=fs, format="parquet").to_table(
+        columns=[*schema.IDENTITY, schema.CAPTION], filter=pc.field(schema.URI).isin(todo[schema.URI])
+    )
+    keys = _keys(todo)
+    stored = stored.cast(schema.MANIFEST.append(pa.field(schema.CAPTION, pa.string()))).select([*keys, schema.CAPTION])
+    joined = todo.join(stored.rename_columns([*keys, schema.SOURCE_CAPTION]), keys, join_type="left outer")
+    return joined.sort_by(schema.URI)
+
+
+def _keys(table: pa.Table) -> list[str]:
+    """Identity columns to match on: the URI, and size and etag where the listing knows them."""
+    return [c for c in schema.IDENTITY if c == schema.URI or table[c].null_count < table.num_rows]
 
 
 def _cross(table: pa.Table, languages: tuple[str, ...]) -> pa.Table:

@@ -1,4 +1,5 @@
-"""Loading captioners from a hub id, a local folder or an object-store folder. No Ray here.
+"""Loading captioners, translators and image-text scorers from a hub id, a local folder or an
+object-store folder. No Ray here.
 
 Weights load from safetensors only and ``trust_remote_code`` stays off: a checkpoint can never run
 code of its own on our workers.
@@ -13,11 +14,20 @@ import uuid
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedTokenizerBase, VisionEncoderDecoderModel
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    CLIPModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    VisionEncoderDecoderModel,
+)
 from transformers.utils import logging as hf_logging
 
 from . import storage
 from .config import ModelConfig
+from .images import Resize
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +43,9 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """What the decode stage and the device need to know of the model's image processor."""
+    """What the decode stage and the device need to know of a model's image processor."""
 
-    height: int
-    width: int
+    resize: Resize
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     rescale: float  # multiplies uint8 pixels before normalising (1/255 for ViT)
@@ -44,23 +53,32 @@ class ImageSpec:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Everything the driver needs before any worker loads weights."""
+    """Everything the driver needs of a captioner before any worker loads weights."""
 
     image: ImageSpec
     languages: dict[str, int | None]  # language code -> its token id (None: the model's only language)
 
 
 @dataclass
-class Captioner:
-    """A loaded vision-encoder-decoder with the pieces generation needs."""
+class Loaded:
+    """A model in eval mode on its device, with its tokenizer."""
 
-    model: VisionEncoderDecoderModel
+    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    info: ModelInfo
     device: torch.device
     dtype: torch.dtype
     name: str
     revision: str | None
+
+
+@dataclass
+class Captioner(Loaded):
+    info: ModelInfo | None = None
+
+
+@dataclass
+class Scorer(Loaded):
+    image: ImageSpec | None = None
 
 
 def local_path(config: ModelConfig, options: dict | None = None) -> str:
@@ -68,9 +86,7 @@ def local_path(config: ModelConfig, options: dict | None = None) -> str:
 
     Anything else is a hub id and is passed through (``from_pretrained`` uses the HF cache).
     """
-    if os.path.isdir(config.name):
-        return config.name
-    if "://" not in config.name:
+    if os.path.isdir(config.name) or "://" not in config.name:
         return config.name
     key = hashlib.sha256(f"{config.name}@{config.revision}".encode()).hexdigest()[:16]
     target = os.path.join(config.cache_dir, key)
@@ -92,37 +108,44 @@ def _hub_kwargs(config: ModelConfig) -> dict:
     return {"revision": config.revision} if config.revision else {}
 
 
-def describe(config: ModelConfig, options: dict | None = None) -> ModelInfo:
-    """Read the model's image processor and tokenizer (no weights) to plan a run."""
-    return _read_parts(config, options)[0]
-
-
-def _read_parts(config: ModelConfig, options: dict | None) -> tuple[ModelInfo, PreTrainedTokenizerBase]:
-    path = local_path(config, options)
+def _pretrained(loader, config: ModelConfig, options: dict | None, what: str, **kwargs):
+    """``loader.from_pretrained`` with an error message that says what to pass instead."""
     try:
-        processor = AutoImageProcessor.from_pretrained(path, **_hub_kwargs(config))
-        tokenizer = AutoTokenizer.from_pretrained(path, **_hub_kwargs(config))
+        return loader.from_pretrained(local_path(config, options), **_hub_kwargs(config), **kwargs)
     except OSError as exc:
         raise ModelError(
-            f"cannot load model {config.name!r}: {exc}. Pass a local folder, an s3:// folder, "
-            "or a hub id that is reachable (or already in the Hugging Face cache)"
+            f"cannot load the {what} of {config.name!r}: {exc}. Pass a local folder, an s3:// folder, or a hub "
+            "id that is reachable (or already in the Hugging Face cache); weights must be safetensors"
         ) from exc
-    return ModelInfo(image=_image_spec(processor), languages=_languages(tokenizer)), tokenizer
+
+
+def describe(config: ModelConfig, options: dict | None = None) -> ModelInfo:
+    """Read a captioner's image processor and tokenizer (no weights) to plan a run."""
+    tokenizer = _pretrained(AutoTokenizer, config, options, "tokenizer")
+    processor = _pretrained(AutoImageProcessor, config, options, "image processor")
+    return ModelInfo(image=_image_spec(processor), languages=_languages(tokenizer))
+
+
+def describe_scorer(config: ModelConfig, options: dict | None = None) -> ImageSpec:
+    return _image_spec(_pretrained(AutoImageProcessor, config, options, "image processor"))
 
 
 def _image_spec(processor) -> ImageSpec:
     size = processor.size
-    if isinstance(size, int):
-        height = width = size
-    elif "height" in size:
-        height, width = size["height"], size["width"]
+    crop = getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None)
+    if crop:
+        resize = Resize(crop["height"], crop["width"], crop=True, resample=processor.resample)
+    elif isinstance(size, int):
+        resize = Resize(size, size, resample=processor.resample)
+    elif size.get("height"):
+        resize = Resize(size["height"], size["width"], resample=processor.resample)
     else:
-        height = width = size["shortest_edge"]
+        resize = Resize(size["shortest_edge"], size["shortest_edge"], resample=processor.resample)
     normalize = getattr(processor, "do_normalize", True)
     mean = tuple(processor.image_mean) if normalize else (0.0, 0.0, 0.0)
     std = tuple(processor.image_std) if normalize else (1.0, 1.0, 1.0)
     rescale = processor.rescale_factor if getattr(processor, "do_rescale", True) else 1.0
-    return ImageSpec(height=int(height), width=int(width), mean=mean, std=std, rescale=float(rescale))
+    return ImageSpec(resize=resize, mean=mean, std=std, rescale=float(rescale))
 
 
 def _languages(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
@@ -138,19 +161,27 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def load(config: ModelConfig, options: dict | None = None, device: torch.device | None = None) -> Captioner:
-    """Load weights once (fp16 on CUDA, fp32 on CPU), in eval mode."""
+def _load(cls, loader, config: ModelConfig, options: dict | None, device: torch.device | None, **extra) -> Loaded:
+    """Weights once, fp16 on CUDA and fp32 on CPU, in eval mode."""
     hf_logging.disable_progress_bar()  # per-weight bars from every actor would drown the job's own progress
     device = device or default_device()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    info, tokenizer = _read_parts(config, options)
-    try:
-        model = VisionEncoderDecoderModel.from_pretrained(
-            local_path(config, options), use_safetensors=True, dtype=dtype, **_hub_kwargs(config)
-        )
-    except OSError as exc:
-        raise ModelError(
-            f"cannot load weights of {config.name!r}: {exc}. captioner loads safetensors weights only"
-        ) from exc
+    tokenizer = _pretrained(AutoTokenizer, config, options, "tokenizer")
+    model = _pretrained(loader, config, options, "weights", use_safetensors=True, dtype=dtype)
     model.to(device).eval()
-    return Captioner(model, tokenizer, info, device, dtype, config.name, config.revision)
+    return cls(model, tokenizer, device, dtype, config.name, config.revision, **extra)
+
+
+def load(config: ModelConfig, options: dict | None = None, device: torch.device | None = None) -> Captioner:
+    """A ViT-GPT2 style ``VisionEncoderDecoderModel`` captioner."""
+    return _load(Captioner, VisionEncoderDecoderModel, config, options, device, info=describe(config, options))
+
+
+def load_translator(config: ModelConfig, options: dict | None = None, device: torch.device | None = None) -> Loaded:
+    """A sequence-to-sequence translation model (MarianMT style)."""
+    return _load(Loaded, AutoModelForSeq2SeqLM, config, options, device)
+
+
+def load_scorer(config: ModelConfig, options: dict | None = None, device: torch.device | None = None) -> Scorer:
+    """A CLIP model for image-text alignment scores."""
+    return _load(Scorer, CLIPModel, config, options, device, image=describe_scorer(config, options))

@@ -13,7 +13,7 @@ import pyarrow as pa
 import ray
 
 from . import manifest, model, schema, stages, storage
-from .config import ConfigError, RunConfig
+from .config import ModelConfig, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,30 +53,32 @@ def run(config: RunConfig) -> RunSummary:
     summary = RunSummary(run_id=new_run_id(), output=config.output, fingerprint=config.fingerprint(),
                          settings=_settings(config))
     info = model.describe(config.model, config.storage.options(config.model.name))
-    unknown = [lang for lang in config.languages if lang not in info.languages]
-    if unknown:
-        raise ConfigError(
-            f"model {config.model.name!r} cannot write {', '.join(unknown)}; "
-            f"it writes {', '.join(info.languages)}. Change --languages"
-        )
+    config.producers(info.languages)
+    images = {schema.PIXELS: info.image}
+    if config.clip_model:
+        clip = ModelConfig(name=config.clip_model, cache_dir=config.model.cache_dir)
+        images[schema.CLIP_PIXELS] = model.describe_scorer(clip, config.storage.options(config.clip_model))
 
     listing = manifest.build(config.input.uri, config.input.extensions, config.storage.options(config.input.uri))
     out_opts = config.storage.options(config.output)
     run_dir = storage.join(config.output, schema.RUNS_DIR, summary.run_id)
     storage.write_parquet_atomic(storage.join(run_dir, "manifest.parquet"), listing, out_opts)
     todo = manifest.pending(listing, manifest.done_keys(config.output, out_opts), config.languages)
+    if config.translate:
+        todo = manifest.with_source_captions(todo, config.output, config.source_language, out_opts)
     summary.listed, summary.skipped = listing.num_rows, listing.num_rows - todo.num_rows
     log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, todo.num_rows)
 
     if todo.num_rows:
-        _execute(config, info, todo, summary, started)
+        _execute(config, images, todo, summary, started)
     summary.elapsed_s = time.monotonic() - started
     summary.status = "succeeded"
     storage.write_bytes_atomic(storage.join(run_dir, "run.json"), _record(summary), out_opts)
     return summary
 
 
-def _execute(config: RunConfig, info: model.ModelInfo, todo: pa.Table, summary: RunSummary, started: float) -> None:
+def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Table, summary: RunSummary,
+             started: float) -> None:
     _init_ray()
     cluster = ray.cluster_resources()
     res = config.resources.resolve(cluster.get("CPU", 1.0), cluster.get("GPU", 0.0))
@@ -88,7 +90,7 @@ def _execute(config: RunConfig, info: model.ModelInfo, todo: pa.Table, summary: 
     ds = ray.data.from_arrow([todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)])
     ds = ds.map_batches(
         stages.read_and_decode,
-        fn_kwargs={"image": info.image, "store": config.storage},
+        fn_kwargs={"images": images, "store": config.storage},
         batch_size=res.decode_batch_size,
         batch_format="numpy",
         num_cpus=1,
@@ -98,13 +100,7 @@ def _execute(config: RunConfig, info: model.ModelInfo, todo: pa.Table, summary: 
     )
     ds = ds.map_batches(
         stages.CaptionActor,
-        fn_constructor_kwargs={
-            "model_config": config.model,
-            "generation": config.generation,
-            "store": config.storage,
-            "run_id": summary.run_id,
-            "num_threads": int(res.num_cpus),
-        },
+        fn_constructor_kwargs={"config": config, "run_id": summary.run_id, "num_threads": int(res.num_cpus)},
         compute=ray.data.ActorPoolStrategy(size=res.concurrency),
         batch_size=res.batch_size,
         batch_format="numpy",
@@ -170,6 +166,10 @@ def _settings(config: RunConfig) -> dict:
         "model": asdict(config.model),
         "generation": asdict(config.generation),
         "languages": list(config.languages),
+        "translate": dict(config.translate),
+        "source_language": config.source_language,
+        "clip_model": config.clip_model,
+        "num_candidates": config.num_candidates,
         "resources": asdict(config.resources),
     }
 

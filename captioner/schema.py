@@ -29,6 +29,13 @@ ERROR_TYPE = "error_type"
 ERROR = "error"
 PIXELS = "pixels"
 RESULTS = "results"
+PRODUCER = "producer"
+SOURCE_LANG = "source_lang"
+SOURCE_CAPTION = "source_caption"
+CLIP_SCORE = "clip_score"
+CLIP_PIXELS = "clip_pixels"
+NUM_CANDIDATES = "num_candidates"
+NATIVE = "native"  # the producer of captions written by the captioner's own language token
 
 IDENTITY = (URI, SIZE, ETAG)
 
@@ -52,6 +59,10 @@ CAPTION_FILE = pa.schema(
         pa.field(ETAG, pa.string()),
         pa.field(CAPTION, pa.string(), nullable=False),
         pa.field(SCORE, pa.float32(), nullable=False),  # mean token log-probability, <= 0, higher is better
+        pa.field(PRODUCER, pa.string(), nullable=False),  # "native", or the translation model's id
+        pa.field(SOURCE_LANG, pa.string()),  # translations: the language of the caption row they translate
+        pa.field(CLIP_SCORE, pa.float32()),  # 2.5 * max(cos(image, text), 0) under --clip-model, else null
+        pa.field(NUM_CANDIDATES, pa.int32(), nullable=False),  # captions generated to choose this one from
         pa.field(WIDTH, pa.int32(), nullable=False),  # original image size, after EXIF orientation
         pa.field(HEIGHT, pa.int32(), nullable=False),
         pa.field(MODEL, pa.string(), nullable=False),
@@ -78,10 +89,13 @@ ERROR_FILE = pa.schema(
 
 # What a caption actor hands the writer: one row per image, its captions in a list, so a shard never
 # splits an image's languages. ``error_type`` set means the image failed and ``results`` is empty.
-CAPTION_RESULT = pa.struct([(LANG, pa.string()), (CAPTION, pa.string()), (SCORE, pa.float32())])
+CAPTION_RESULT = pa.struct(
+    [(name, CAPTION_FILE.field(name).type) for name in (CAPTION, SCORE, PRODUCER, SOURCE_LANG, CLIP_SCORE, NUM_CANDIDATES)]
+    + [(LANG, pa.string())]
+)
 IMAGE_RESULT = pa.schema(
     [
-        *[f.with_nullable(True) for f in CAPTION_FILE if f.name not in (CAPTION, SCORE)],
+        *[f.with_nullable(True) for f in CAPTION_FILE if f.name not in CAPTION_RESULT.names],
         pa.field(RESULTS, pa.list_(CAPTION_RESULT)),
         ERROR_FILE.field(ERROR_TYPE).with_nullable(True),
         ERROR_FILE.field(ERROR).with_nullable(True),

@@ -11,15 +11,22 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from . import generate, images, model, schema, storage, writer
-from .config import GenerationConfig, ModelConfig, StorageConfig
+from . import generate, model, schema, storage, writer
+from .config import ModelConfig, RunConfig, StorageConfig
+from .images import DecodeFailure, decode
 
 log = logging.getLogger(__name__)
 
-def read_and_decode(batch: dict[str, np.ndarray], image: model.ImageSpec, store: StorageConfig) -> dict[str, np.ndarray]:
-    """Read each object and decode it to the model's input size; failures keep a zero image and an error."""
+def read_and_decode(
+    batch: dict[str, np.ndarray], images: dict[str, model.ImageSpec], store: StorageConfig
+) -> dict[str, np.ndarray]:
+    """Read each object and decode it once into every model's input (``images``: column -> spec).
+
+    Failures keep zero images and an error, so the batch goes on.
+    """
     n = len(batch[schema.URI])
-    pixels = np.zeros((n, image.height, image.width, 3), dtype=np.uint8)
+    columns = list(images)
+    pixels = {c: np.zeros((n, s.resize.height, s.resize.width, 3), dtype=np.uint8) for c, s in images.items()}
     width = np.zeros(n, dtype=np.int32)
     height = np.zeros(n, dtype=np.int32)
     error_type = np.full(n, None, dtype=object)
@@ -30,65 +37,78 @@ def read_and_decode(batch: dict[str, np.ndarray], image: model.ImageSpec, store:
         except Exception as exc:  # any store failure is this image's error, not the batch's
             error_type[i], error[i] = "read_error", f"{type(exc).__name__}: {exc}"
             continue
-        result = images.decode(data, (image.height, image.width))
-        if isinstance(result, images.DecodeFailure):
+        result = decode(data, [images[c].resize for c in columns])
+        if isinstance(result, DecodeFailure):
             error_type[i], error[i] = result.error_type, result.message
-        else:
-            pixels[i], width[i], height[i] = result.pixels, result.width, result.height
-    return {
-        **{key: batch[key] for key in (*schema.IDENTITY, schema.LANGS)},
-        schema.PIXELS: pixels,
-        schema.WIDTH: width,
-        schema.HEIGHT: height,
-        schema.ERROR_TYPE: error_type,
-        schema.ERROR: error,
-    }
+            continue
+        for column, array in zip(columns, result.pixels):
+            pixels[column][i] = array
+        width[i], height[i] = result.width, result.height
+    passed = {key: batch[key] for key in batch if key in (*schema.IDENTITY, schema.LANGS, schema.SOURCE_CAPTION)}
+    return {**passed, **pixels, schema.WIDTH: width, schema.HEIGHT: height,
+            schema.ERROR_TYPE: error_type, schema.ERROR: error}
 
 
 class CaptionActor:
-    """Holds one loaded captioner; Ray Data calls it with decoded batches."""
+    """Holds the run's models (captioner, translators, scorer); Ray Data calls it with decoded batches."""
 
-    def __init__(
-        self,
-        model_config: ModelConfig,
-        generation: GenerationConfig,
-        store: StorageConfig,
-        run_id: str,
-        num_threads: int,
-    ) -> None:
+    def __init__(self, config: RunConfig, run_id: str, num_threads: int) -> None:
         if not torch.cuda.is_available():
             torch.set_num_threads(max(1, num_threads))
-        self.captioner = model.load(model_config, store.options(model_config.name))
-        self.generation = generation
+        opts = config.storage.options
+
+        def other(name: str) -> ModelConfig:
+            return ModelConfig(name=name, cache_dir=config.model.cache_dir)
+
+        self.models = generate.Models(
+            captioner=model.load(config.model, opts(config.model.name)),
+            translators={lang: model.load_translator(other(name), opts(name)) for lang, name in config.translate},
+            scorer=model.load_scorer(other(config.clip_model), opts(config.clip_model)) if config.clip_model else None,
+            source_language=config.source_language,
+        )
+        self.config = config
         self.run_id = run_id
-        log.info("loaded %s on %s (%s)", model_config.name, self.captioner.device, self.captioner.dtype)
+        log.info("loaded %s on %s (%s)", config.model.name, self.models.captioner.device, self.models.captioner.dtype)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        ok = np.array([e is None for e in batch[schema.ERROR_TYPE]], dtype=bool)
-        requests = [str(langs).split(",") for langs in batch[schema.LANGS][ok]]
+        # An all-null column reaches us as NaN floats, so "no error" is anything that is not a message.
+        ok = np.array([not isinstance(e, str) for e in batch[schema.ERROR_TYPE]], dtype=bool)
+        generation = self.config.generation
         seed = None
-        if self.generation.do_sample:  # same images, same seed: sampled captions are reproducible
-            seed = zlib.crc32("\n".join(batch[schema.URI][ok]).encode(), self.generation.seed)
-        captions = generate.caption(self.captioner, batch[schema.PIXELS][ok], requests, self.generation, seed)
+        if generation.do_sample:  # same images, same seed: sampled captions are reproducible
+            seed = zlib.crc32("\n".join(batch[schema.URI][ok]).encode(), generation.seed)
+        captions = generate.describe(
+            self.models,
+            batch[schema.PIXELS][ok],
+            [str(langs).split(",") for langs in batch[schema.LANGS][ok]],
+            generation,
+            clip_pixels=batch[schema.CLIP_PIXELS][ok] if schema.CLIP_PIXELS in batch else None,
+            source_captions=list(batch[schema.SOURCE_CAPTION][ok]) if schema.SOURCE_CAPTION in batch else None,
+            num_candidates=self.config.num_candidates,
+            seed=seed,
+        )
         rows = []
         done = iter(captions)
         for i in range(len(ok)):
             row = {key: _plain(batch[key][i]) for key in schema.IDENTITY}
             row[schema.RUN_ID] = self.run_id
             if ok[i]:
-                row[schema.RESULTS] = [
-                    {schema.LANG: lang, schema.CAPTION: c.text, schema.SCORE: c.score} for lang, c in next(done).items()
-                ]
+                row[schema.RESULTS] = [_result(lang, c) for lang, c in next(done).items()]
                 row.update({
                     schema.WIDTH: int(batch[schema.WIDTH][i]),
                     schema.HEIGHT: int(batch[schema.HEIGHT][i]),
-                    schema.MODEL: self.captioner.name,
-                    schema.MODEL_REVISION: self.captioner.revision,
+                    schema.MODEL: self.config.model.name,
+                    schema.MODEL_REVISION: self.config.model.revision,
                 })
             else:
                 row.update({schema.ERROR_TYPE: batch[schema.ERROR_TYPE][i], schema.ERROR: batch[schema.ERROR][i]})
             rows.append(row)
         return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)
+
+
+def _result(lang: str, c: generate.Caption) -> dict:
+    return {schema.LANG: lang, schema.CAPTION: c.text, schema.SCORE: c.score, schema.PRODUCER: c.producer,
+            schema.SOURCE_LANG: c.source_lang, schema.CLIP_SCORE: c.clip_score, schema.NUM_CANDIDATES: c.candidates}
 
 
 def write(batch: pa.Table, output: str, store: StorageConfig) -> pa.Table:

@@ -23,7 +23,7 @@ def caption_rows(images: pa.Table) -> pa.Table:
     parents = pc.list_parent_indices(results)
     flat = pc.list_flatten(results)
     columns = {name: images[name].take(parents) for name in schema.CAPTION_FILE.names if name in images.column_names}
-    for name in (schema.LANG, schema.CAPTION, schema.SCORE):
+    for name in schema.CAPTION_RESULT.names:
         columns[name] = pc.struct_field(flat, name)
     return pa.table(columns)
 

@@ -66,6 +66,79 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+SENTENCES = ["a red circle above a blue square", "un cercle rouge au-dessus d'un carré bleu", "a green star",
+             "une étoile verte", "ein roter Kreis", "un círculo rojo"]
+
+
+def build_tiny_marian(path: Path) -> Path:
+    """A random MarianMT model with a real MarianTokenizer (SentencePiece models trained here)."""
+    import json
+
+    import sentencepiece as spm
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(SENTENCES * 10), model_writer=proto, vocab_size=40,
+                                   character_coverage=1.0, hard_vocab_limit=False, minloglevel=2)
+    for name in ("source.spm", "target.spm"):
+        (path / name).write_bytes(proto.getvalue())
+    pieces = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+    vocab = {"</s>": 0, "<unk>": 1, "<pad>": 2}
+    for i in range(pieces.get_piece_size()):
+        vocab.setdefault(pieces.id_to_piece(i), len(vocab))
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = MarianTokenizer(str(path / "source.spm"), str(path / "target.spm"), str(path / "vocab.json"))
+    torch.manual_seed(1)
+    config = MarianConfig(vocab_size=len(vocab), d_model=32, encoder_layers=1, decoder_layers=1,
+                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                          max_position_embeddings=64, pad_token_id=2, eos_token_id=0, decoder_start_token_id=2,
+                          forced_eos_token_id=0)
+    model = MarianMTModel(config)
+    with torch.no_grad():  # as for the captioner: keep random translations from ending at once
+        model.final_logits_bias[0, :3] = -5.0
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_clip(path: Path, image_size: int = 32) -> Path:
+    """A random CLIP model with a word-level tokenizer and a CLIP image processor (resize + centre crop)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + WORDS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                        unk_token="<unk>")
+    torch.manual_seed(2)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=32, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=0),
+        vision_config=dict(image_size=image_size, patch_size=8, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2),
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                          crop_size={"height": image_size, "width": image_size}).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_marian(tmp_path_factory) -> Path:
+    return build_tiny_marian(tmp_path_factory.mktemp("tiny-marian"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
 def jpeg_bytes(seed: int, size: tuple[int, int] = (64, 48), fmt: str = "JPEG") -> bytes:
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)

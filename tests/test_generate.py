@@ -5,6 +5,7 @@ from PIL import Image
 from transformers import AutoImageProcessor
 
 from captioner import generate, images, model
+from captioner.images import Resize
 from captioner.config import GenerationConfig, ModelConfig
 from conftest import build_tiny_model, jpeg_bytes
 
@@ -14,21 +15,25 @@ def captioner(tiny_model):
     return model.load(ModelConfig(name=str(tiny_model)))
 
 
+def _normalised(captioner, pixels):
+    return generate.pixel_values(pixels, captioner.info.image, captioner.device, captioner.dtype)
+
+
 @pytest.fixture(scope="module")
 def pixels():
-    return np.stack([images.decode(jpeg_bytes(i), (32, 32)).pixels for i in range(4)])
+    return np.stack([images.decode(jpeg_bytes(i), [Resize(32, 32)]).pixels[0] for i in range(4)])
 
 
 def test_device_normalisation_matches_the_image_processor(captioner, tiny_model, pixels):
     processor = AutoImageProcessor.from_pretrained(tiny_model)
     expected = processor(images=[Image.fromarray(p) for p in pixels], return_tensors="pt").pixel_values
-    torch.testing.assert_close(generate.pixel_values(captioner, pixels), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(_normalised(captioner, pixels), expected, atol=1e-5, rtol=0)
 
 
 def test_greedy_is_token_for_token_model_generate(captioner, pixels):
     """Our path (encoder once, prompt, generate) writes what a plain ``model.generate`` writes."""
     ours = generate.caption(captioner, pixels, [["en"]] * len(pixels), GenerationConfig(max_new_tokens=8))
-    reference = captioner.model.generate(pixel_values=generate.pixel_values(captioner, pixels), max_new_tokens=8)
+    reference = captioner.model.generate(pixel_values=_normalised(captioner, pixels), max_new_tokens=8)
     texts = captioner.tokenizer.batch_decode(reference, skip_special_tokens=True)
     assert [r["en"].text for r in ours] == [t.strip() for t in texts]
     assert all(r["en"].text for r in ours)
@@ -40,7 +45,7 @@ def test_score_is_mean_token_logprob(captioner, pixels):
     ids = [captioner.model.config.decoder_start_token_id, *tokens]
     with torch.no_grad():
         logits = captioner.model(
-            pixel_values=generate.pixel_values(captioner, pixels[:1]), decoder_input_ids=torch.tensor([ids])
+            pixel_values=_normalised(captioner, pixels[:1]), decoder_input_ids=torch.tensor([ids])
         ).logits[0]
     logprobs = torch.log_softmax(logits, dim=-1)
     expected = np.mean([logprobs[i, tok].item() for i, tok in enumerate(tokens)])  # no EOS: it ran to the cap
@@ -80,3 +85,76 @@ def test_fp16_on_cuda_agrees_with_fp32(tiny_model, captioner, pixels):
     on_cpu = generate.caption(captioner, pixels, [["en"]] * len(pixels), settings)
     assert all(np.isfinite(r["en"].score) for r in on_gpu)
     assert [r["en"].score for r in on_gpu] == pytest.approx([r["en"].score for r in on_cpu], abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def translator(tiny_marian):
+    return model.load_translator(ModelConfig(name=str(tiny_marian)))
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_clip):
+    return model.load_scorer(ModelConfig(name=str(tiny_clip)))
+
+
+def test_translation_is_marian_generate_with_a_score(translator):
+    texts = ["a red circle", "a green star above a blue square"]
+    out = generate.translate(translator, texts, "fr", GenerationConfig(max_new_tokens=6))
+    inputs = translator.tokenizer(texts, return_tensors="pt", padding=True)
+    reference = translator.tokenizer.batch_decode(translator.model.generate(**inputs, max_new_tokens=6),
+                                                  skip_special_tokens=True)
+    assert [c.text for c in out] == [t.strip() for t in reference]
+    assert all(c.text and np.isfinite(c.score) and c.score < 0 for c in out)
+    assert {c.producer for c in out} == {translator.name}
+
+
+def test_clip_score_equals_a_direct_computation(scorer, tiny_clip):
+    """Same model, same image, same text: 2.5 * max(cosine, 0) computed by hand from transformers' API."""
+    from transformers import AutoImageProcessor
+
+    data = jpeg_bytes(5, size=(32, 32))
+    pixels = images.decode(data, [scorer.image.resize]).pixels[0][None]
+    text = "a red circle above a blue square"
+    ours = generate.clip_scores(scorer, pixels, [text])[0]
+
+    processor = AutoImageProcessor.from_pretrained(tiny_clip)
+    from PIL import Image
+    import io
+    x = processor(images=Image.open(io.BytesIO(data)).convert("RGB"), return_tensors="pt").pixel_values
+    tokens = scorer.tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        image = scorer.model.get_image_features(pixel_values=x)
+        words = scorer.model.get_text_features(**tokens)
+    image = getattr(image, "pooler_output", image)
+    words = getattr(words, "pooler_output", words)
+    expected = 2.5 * max(torch.nn.functional.cosine_similarity(image, words).item(), 0.0)
+    assert ours == pytest.approx(expected, abs=1e-5)
+
+
+def test_describe_translates_the_source_and_scores_everything(captioner, translator, scorer, pixels):
+    models = generate.Models(captioner=captioner, translators={"fr": translator, "de": translator}, scorer=scorer)
+    clip_pixels = pixels  # the tiny CLIP takes 32 x 32 too
+    out = generate.describe(models, pixels[:2], [["en", "fr", "de"], ["fr"]], GenerationConfig(max_new_tokens=5),
+                            clip_pixels=clip_pixels[:2], source_captions=[None, "a stored english caption"])
+    assert sorted(out[0]) == ["de", "en", "fr"] and sorted(out[1]) == ["fr"]
+    assert out[0]["en"].producer == "native" and out[0]["en"].source_lang is None
+    assert out[0]["fr"].producer == translator.name and out[0]["fr"].source_lang == "en"
+    direct = generate.translate(translator, [out[0]["en"].text, "a stored english caption"], "fr",
+                                GenerationConfig(max_new_tokens=5))
+    assert [out[0]["fr"].text, out[1]["fr"].text] == [d.text for d in direct]
+    assert all(c.clip_score is not None and 0 <= c.clip_score <= 2.5 for r in out for c in r.values())
+
+
+def test_best_of_n_keeps_the_best_clip_candidate(captioner, scorer, pixels):
+    settings = GenerationConfig(max_new_tokens=5, num_beams=1)
+    best = generate.caption(captioner, pixels, [["en"]] * 4, settings, num_candidates=3, scorer=scorer,
+                            clip_pixels=pixels)
+    for i, result in enumerate(best):
+        chosen = result["en"]
+        assert chosen.candidates == 3
+        beams = captioner.model.generate(pixel_values=_normalised(captioner, pixels[i:i + 1]), max_new_tokens=5,
+                                         num_beams=3, num_return_sequences=3)
+        texts = [t.strip() for t in captioner.tokenizer.batch_decode(beams, skip_special_tokens=True)]
+        clip = generate.clip_scores(scorer, np.repeat(pixels[i:i + 1], 3, axis=0), texts)
+        assert chosen.text == texts[int(np.argmax(clip))]
+        assert chosen.clip_score == pytest.approx(max(clip), abs=1e-5)

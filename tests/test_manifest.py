@@ -79,7 +79,7 @@ def test_done_keys_reads_captions_and_errors(tmp_path):
     images = pa.Table.from_pylist(
         [
             {"uri": "a", "size": 1, "etag": "x", "run_id": "r", "width": 1, "height": 1, "model": "m",
-             "results": [{"lang": "en", "caption": "c", "score": -1.0}, {"lang": "fr", "caption": "c", "score": -1.0}]},
+             "results": [{"lang": "en", "caption": "c", "score": -1.0, "producer": "native", "num_candidates": 1}, {"lang": "fr", "caption": "c", "score": -1.0, "producer": "native", "num_candidates": 1}]},
             {"uri": "b", "size": 2, "etag": "y", "run_id": "r", "error_type": "empty", "error": "0 bytes"},
         ],
         schema=schema.IMAGE_RESULT,

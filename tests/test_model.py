@@ -15,7 +15,7 @@ def test_loads_a_saved_folder_with_from_pretrained(tiny_model):
     assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
     assert not loaded.model.training
     assert loaded.info.languages == {"en": None}
-    assert (loaded.info.image.height, loaded.info.image.width) == (32, 32)
+    assert (loaded.info.image.resize.height, loaded.info.image.resize.width) == (32, 32)
     assert loaded.info.image.mean == (0.5, 0.5, 0.5)
     saved = load_file(str(tiny_model / "model.safetensors"))
     name = next(k for k in saved if k.endswith("lm_head.weight") or k.endswith("wte.weight"))
@@ -44,7 +44,7 @@ def test_object_store_folder_is_copied_once_per_node(tiny_model, s3, s3_server, 
     config = ModelConfig(name=f"s3://{bucket}/models/tiny", cache_dir=str(tmp_path / "cache"))
     opts = {"endpoint_url": s3_server}
     loaded = model.load(config, opts)
-    assert loaded.info.image.height == 32
+    assert loaded.info.image.resize.height == 32
     first = model.local_path(config, opts)
     assert model.local_path(config, opts) == first
     assert len(list((tmp_path / "cache").iterdir())) == 1
@@ -55,3 +55,10 @@ def test_missing_object_store_model_says_so(s3, s3_server, tmp_path):
     config = ModelConfig(name=f"s3://{bucket}/nothing-here", cache_dir=str(tmp_path))
     with pytest.raises(model.ModelError, match="does not exist"):
         model.describe(config, {"endpoint_url": s3_server})
+
+
+def test_translator_and_scorer_load_from_folders(tiny_marian, tiny_clip):
+    translator = model.load_translator(ModelConfig(name=str(tiny_marian)))
+    assert type(translator.tokenizer).__name__ == "MarianTokenizer" and not translator.model.training
+    scorer = model.load_scorer(ModelConfig(name=str(tiny_clip)))
+    assert scorer.image.resize.crop and (scorer.image.resize.height, scorer.image.resize.width) == (32, 32)

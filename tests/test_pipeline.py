@@ -88,3 +88,32 @@ def test_language_the_model_cannot_write_is_refused_before_work(local_ray, tiny_
     with pytest.raises(ConfigError, match="cannot write fr"):
         pipeline.run(_config(tiny_model, str(image_folder), str(tmp_path / "o"), languages=("en", "fr")))
     assert not (tmp_path / "o").exists()
+
+
+def test_four_languages_by_translation_with_clip_scores(local_ray, tiny_model, tiny_marian, tiny_clip, image_folder,
+                                                         tmp_path):
+    out = str(tmp_path / "out")
+    marian = str(tiny_marian)
+    first = _config(tiny_model, str(image_folder), out, languages=("en", "fr"), translate=(("fr", marian),),
+                    clip_model=str(tiny_clip))
+    pipeline.run(first)
+    assert len(_captions(out)) == GOOD * 2
+
+    # Adding languages later computes only the missing (image, language) pairs, from the stored English.
+    more = _config(tiny_model, str(image_folder), out, languages=("en", "fr", "de", "es"),
+                   translate=(("fr", marian), ("de", marian), ("es", marian)), clip_model=str(tiny_clip))
+    summary = pipeline.run(more)
+    assert summary.captions == GOOD * 2
+    captions = _captions(out)
+    assert len(captions) == GOOD * 4
+    for (uri, lang), row in captions.items():
+        assert math.isfinite(row["score"]) and 0 <= row["clip_score"] <= 2.5
+        if lang == "en":
+            assert row["producer"] == "native" and row["source_lang"] is None
+        else:
+            assert row["producer"] == marian and row["source_lang"] == "en"
+    from captioner import generate, model
+    translator = model.load_translator(ModelConfig(name=marian))
+    uri = sorted(u for u, _ in captions)[0]
+    expected = generate.translate(translator, [captions[(uri, "en")]["caption"]], "de", GenerationConfig(max_new_tokens=6))
+    assert captions[(uri, "de")]["caption"] == expected[0].text

@@ -12,8 +12,8 @@ def _images(uris, failed=()):
             row.update(error_type="empty", error="file is empty")
         else:
             row.update(width=4, height=3, model="m", model_revision=None,
-                       results=[{"lang": "en", "caption": f"en {uri}", "score": -0.5},
-                                {"lang": "fr", "caption": f"fr {uri}", "score": -0.7}])
+                       results=[{"lang": "en", "caption": f"en {uri}", "score": -0.5, "producer": "native", "num_candidates": 1},
+                                {"lang": "fr", "caption": f"fr {uri}", "score": -0.7, "producer": "native", "num_candidates": 1}])
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)
 
