@@ -9,6 +9,7 @@ from . import __version__, pipeline, query
 from .config import (
     DEFAULT_EXTENSIONS,
     DEMO_MODEL,
+    MODES,
     ConfigError,
     GenerationConfig,
     InputConfig,
@@ -19,6 +20,8 @@ from .config import (
 )
 from .manifest import InputError
 from .model import ModelError
+from .output import OutputBusy
+from .pipeline import RunFailed
 
 log = logging.getLogger("captioner")
 
@@ -87,6 +90,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--rows-per-file", type=int, default=ResourceConfig.rows_per_file,
                    help="images per output Parquet shard (default: %(default)s)")
 
+    o = parser.add_argument_group("resume and errors")
+    o.add_argument("--mode", choices=MODES, default="resume",
+                   help="when OUTPUT holds captions made with other settings (model, generation, languages' "
+                   "models): resume refuses, append adds this run's alongside, overwrite replaces them once this "
+                   "run has finished (default: %(default)s)")
+    o.add_argument("--retry-errors", action="store_true",
+                   help="try again the images that failed for good before (undecodable...); store failures are "
+                   "always retried")
+    o.add_argument("--max-error-rate", type=float,
+                   help="fail the run (exit 1) when more than this share of its images fail, e.g. 0.05")
+
     s = parser.add_argument_group("storage (credentials: AWS environment variables or profiles)")
     s.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO")
     s.add_argument("--anon", action="store_true", help="unsigned S3 requests, for public buckets")
@@ -113,6 +127,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                                  decode_memory_mb=args.decode_memory_mb,
                                  rows_per_file=args.rows_per_file),
         storage=StorageConfig(endpoint_url=args.endpoint_url, anon=args.anon, profile=args.profile),
+        mode=args.mode,
+        retry_errors=args.retry_errors,
+        max_error_rate=args.max_error_rate,
     )
 
 
@@ -162,9 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         return args.handler(args)
-    except (ConfigError, InputError, ModelError, FileNotFoundError) as exc:
+    except (ConfigError, InputError, ModelError, FileNotFoundError, OutputBusy) as exc:
         log.error("%s", exc)
         return 2
+    except RunFailed as exc:
+        log.error("run failed: %s", exc)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 DEMO_MODEL = str(Path(__file__).parent / "demo_model")
+MODES = ("resume", "append", "overwrite")
 
 
 class ConfigError(ValueError):
@@ -134,9 +135,16 @@ class RunConfig:
     num_candidates: int = 1  # captions generated per image and language; the best CLIP score is kept
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    mode: str = "resume"  # output holding other settings' captions: resume refuses, append adds, overwrite replaces
+    retry_errors: bool = False  # try images that failed for good (undecodable...) again
+    max_error_rate: float | None = None  # fail the run when more than this share of its images fail
 
     def validate(self) -> None:
         self.generation.validate()
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
+            raise ConfigError(f"--max-error-rate is a share between 0 and 1, got {self.max_error_rate}")
         if not self.languages:
             raise ConfigError("--languages needs at least one language code, e.g. --languages en")
         for lang in self.languages:
@@ -174,15 +182,27 @@ class RunConfig:
             )
         return plan
 
-    def fingerprint(self) -> str:
-        """A short hash of everything that changes captions, so runs that differ can be told apart."""
-        payload = {
+    def fingerprints(self) -> dict[str, str]:
+        """Per language, a short hash of everything that shapes its captions: the captioner and its generation
+        settings, CLIP best-of-N, and the language's producer. Adding a language leaves the others' alone."""
+        base = {
             "model": self.model.name,
             "revision": self.model.revision,
             "generation": asdict(self.generation),
-            "translate": sorted(self.translate),
-            "source_language": self.source_language,
-            "clip_model": self.clip_model,
+            "clip_model": self.clip_model if self.num_candidates > 1 else None,
             "num_candidates": self.num_candidates,
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        translators = dict(self.translate)
+        out = {}
+        for lang in self.languages:
+            producer = {"translate": translators[lang], "from": self.source_language} if lang in translators else "native"
+            out[lang] = _digest({**base, "producer": producer})
+        return out
+
+    def fingerprint(self) -> str:
+        """One hash for the whole run, for run records."""
+        return _digest(self.fingerprints())
+
+
+def _digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

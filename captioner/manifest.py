@@ -60,54 +60,45 @@ def _read_manifest_file(uri: str, options: dict | None) -> pa.Table:
     return pa.table(columns, schema=schema.MANIFEST).combine_chunks()
 
 
-def done_keys(output: str, options: dict | None = None) -> pa.Table:
-    """(uri, size, etag, lang) of every caption in the output, plus every errored image with a null lang."""
-    fs, root = storage.filesystem(output, options)
-    key_schema = schema.MANIFEST.append(pa.field(schema.LANG, pa.string()))
-    parts = [key_schema.empty_table()]
-    captions = storage.join(root, schema.CAPTIONS_DIR)
-    if fs.exists(captions):
-        ds = pads.dataset(captions, filesystem=fs, format="parquet", partitioning="hive")
-        parts.append(ds.to_table(columns=key_schema.names))
-    errors = storage.join(root, schema.ERRORS_DIR)
-    if fs.exists(errors):
-        table = pads.dataset(errors, filesystem=fs, format="parquet").to_table(columns=list(schema.IDENTITY))
-        parts.append(table.append_column(schema.LANG, pa.nulls(table.num_rows, pa.string())))
-    return pa.concat_tables([part.cast(key_schema) for part in parts])
+def pending(
+    listing: pa.Table, captioned: pa.Table, failed: pa.Table, languages: tuple[str, ...], retry_errors: bool = False
+) -> pa.Table:
+    """Listing rows still missing a caption in some language, with those languages in ``langs``.
 
-
-def pending(manifest: pa.Table, done: pa.Table, languages: tuple[str, ...]) -> pa.Table:
-    """Manifest rows still missing a caption in some language, with those languages in ``langs``.
-
-    Images match on their full identity, so a changed object (new size or etag) is captioned again;
-    identity columns a manifest file left empty are not compared. Images that errored are left alone.
+    ``captioned`` holds (uri, size, etag, lang) of committed captions, ``failed`` (uri, size, etag,
+    error_type, attempt) of committed errors. Images match on their full identity, so a changed object
+    (new size or etag) is captioned again; identity columns a manifest file left empty are not compared.
+    Images that failed for good are skipped unless ``retry_errors``; store failures are always retried.
+    ``attempt`` counts the earlier failed attempts of each image.
     """
-    keys = _keys(manifest)
-    errored = done.filter(pc.is_null(done[schema.LANG])).select(keys)
-    remaining = manifest.join(errored, keys, join_type="left anti")
-    wanted = _cross(remaining, languages)
-    captioned = done.filter(pc.is_valid(done[schema.LANG])).select([*keys, schema.LANG])
-    missing = wanted.join(captioned, [*keys, schema.LANG], join_type="left anti")
+    keys = _keys(listing)
+    failed = failed.join(captioned.select(keys), keys, join_type="left anti").sort_by(schema.ATTEMPT)  # success wins
+    last = failed.group_by(keys, use_threads=False).aggregate([(schema.ATTEMPT, "max"), (schema.ERROR_TYPE, "last")])
+    last = last.rename_columns([*keys, schema.ATTEMPT, schema.ERROR_TYPE])
+    if not retry_errors:
+        permanent = pc.invert(pc.is_in(last[schema.ERROR_TYPE], pa.array(sorted(schema.TRANSIENT_ERRORS))))
+        listing = listing.join(last.filter(permanent).select(keys), keys, join_type="left anti")
+    wanted = _cross(listing, languages)
+    missing = wanted.join(captioned.select([*keys, schema.LANG]), [*keys, schema.LANG], join_type="left anti")
     grouped = missing.group_by(list(schema.IDENTITY), use_threads=False).aggregate([(schema.LANG, "list")])
-    langs = pc.binary_join(grouped[f"{schema.LANG}_list"], ",")
-    return pa.table(
-        {**{c: grouped[c] for c in schema.IDENTITY}, schema.LANGS: langs}
-    ).sort_by(schema.URI)
+    todo = pa.table({
+        **{c: grouped[c] for c in schema.IDENTITY},
+        schema.LANGS: pc.binary_join(grouped[f"{schema.LANG}_list"], ","),
+    })
+    todo = todo.join(last.select([*keys, schema.ATTEMPT]), keys, join_type="left outer")
+    attempts = pc.fill_null(todo[schema.ATTEMPT], 0).cast(pa.int32())
+    return todo.set_column(todo.column_names.index(schema.ATTEMPT), schema.ATTEMPT, attempts).sort_by(schema.URI)
 
 
-def with_source_captions(todo: pa.Table, output: str, lang: str, options: dict | None = None) -> pa.Table:
+def with_source_captions(todo: pa.Table, captions: pads.Dataset, lang: str) -> pa.Table:
     """Attach each image's stored ``lang`` caption, so a language added later translates what is written."""
-    fs, root = storage.filesystem(output, options)
-    folder = storage.join(root, schema.CAPTIONS_DIR, f"{schema.LANG}={lang}")
-    if not fs.exists(folder):
-        return todo.append_column(schema.SOURCE_CAPTION, pa.nulls(todo.num_rows, pa.string()))
-    stored = pads.dataset(folder, filesystem=fs, format="parquet").to_table(
-        columns=[*schema.IDENTITY, schema.CAPTION], filter=pc.field(schema.URI).isin(todo[schema.URI])
+    stored = captions.to_table(
+        columns=[*schema.IDENTITY, schema.CAPTION],
+        filter=(pc.field(schema.LANG) == lang) & pc.field(schema.URI).isin(todo[schema.URI]),
     )
     keys = _keys(todo)
-    stored = stored.cast(schema.MANIFEST.append(pa.field(schema.CAPTION, pa.string()))).select([*keys, schema.CAPTION])
-    joined = todo.join(stored.rename_columns([*keys, schema.SOURCE_CAPTION]), keys, join_type="left outer")
-    return joined.sort_by(schema.URI)
+    stored = stored.select([*keys, schema.CAPTION]).rename_columns([*keys, schema.SOURCE_CAPTION])
+    return todo.join(stored, keys, join_type="left outer").sort_by(schema.URI)
 
 
 def _keys(table: pa.Table) -> list[str]:

@@ -1,6 +1,5 @@
 """The one module that knows the stage order: list, subtract done work, read+decode, caption, write."""
 
-import json
 import logging
 import math
 import os
@@ -12,13 +11,14 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import ray
 
-from . import manifest, model, schema, stages, storage
-from .config import ModelConfig, RunConfig
+from . import manifest, model, output, schema, stages, storage
+from .config import ConfigError, ModelConfig, RunConfig
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 5.0
 MAX_BLOCK_ROWS = 4096  # URIs per input block
+MIN_IMAGES_FOR_ERROR_RATE = 100  # --max-error-rate judges early only after this many images
 
 
 @dataclass
@@ -46,35 +46,97 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
+class RunFailed(RuntimeError):
+    """The run stopped on purpose (too many errors); everything committed so far stays."""
+
+
 def run(config: RunConfig) -> RunSummary:
-    """Caption every image of the input not yet in the output; returns the run's summary."""
+    """Caption every (image, language) of the input the output does not hold yet; returns the run's summary."""
     config.validate()
     started = time.monotonic()
     summary = RunSummary(run_id=new_run_id(), output=config.output, fingerprint=config.fingerprint(),
                          settings=_settings(config))
+    images = _model_inputs(config)
+    opts = config.storage.options(config.output)
+    with output.Lease(config.output, summary.run_id, opts):
+        shards = output.committed(config.output, opts)
+        output.remove_orphans(config.output, shards, opts)
+        others = output.conflicts(shards, config.fingerprints())
+        if others and config.mode == "resume":
+            raise ConfigError(_mixed_settings_message(config, others))
+
+        listing = manifest.build(config.input.uri, config.input.extensions, config.storage.options(config.input.uri))
+        run_dir = storage.join(config.output, schema.RUNS_DIR, summary.run_id)
+        storage.write_parquet_atomic(storage.join(run_dir, "manifest.parquet"), listing, opts)
+        todo = _todo(config, listing, shards)
+        summary.listed, summary.skipped = listing.num_rows, listing.num_rows - todo.num_rows
+        log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, todo.num_rows)
+        output.write_run_record(config.output, summary.run_id, _record(summary), opts)
+        try:
+            if todo.num_rows:
+                _execute(config, images, todo, summary, started)
+            _check_error_rate(config, summary, final=True)
+            if config.mode == "overwrite" and others:
+                replaced = set().union(*others.values())
+                log.info("replacing %d caption files written with other settings", len(replaced))
+                output.remove_files(config.output, shards, replaced, opts)
+            summary.status = "succeeded"
+        except BaseException:
+            summary.status = "failed"
+            raise
+        finally:
+            summary.elapsed_s = time.monotonic() - started
+            output.write_run_record(config.output, summary.run_id, _record(summary), opts)
+    return summary
+
+
+def _model_inputs(config: RunConfig) -> dict[str, model.ImageSpec]:
+    """Check the models can do what the run asks, and say what each needs of the decoded images."""
     info = model.describe(config.model, config.storage.options(config.model.name))
     config.producers(info.languages)
     images = {schema.PIXELS: info.image}
     if config.clip_model:
         clip = ModelConfig(name=config.clip_model, cache_dir=config.model.cache_dir)
         images[schema.CLIP_PIXELS] = model.describe_scorer(clip, config.storage.options(config.clip_model))
+    return images
 
-    listing = manifest.build(config.input.uri, config.input.extensions, config.storage.options(config.input.uri))
-    out_opts = config.storage.options(config.output)
-    run_dir = storage.join(config.output, schema.RUNS_DIR, summary.run_id)
-    storage.write_parquet_atomic(storage.join(run_dir, "manifest.parquet"), listing, out_opts)
-    todo = manifest.pending(listing, manifest.done_keys(config.output, out_opts), config.languages)
+
+def _todo(config: RunConfig, listing: pa.Table, shards: list[output.Shard]) -> pa.Table:
+    """The listing minus what committed shards hold: captions made with these settings, and errors."""
+    opts = config.storage.options(config.output)
+    captions = output.captions(config.output, shards, opts, config.fingerprints())
+    captioned = captions.to_table(columns=[*schema.IDENTITY, schema.LANG])
+    failed = output.errors(config.output, shards, opts).to_table(
+        columns=[*schema.IDENTITY, schema.ERROR_TYPE, schema.ATTEMPT])
+    todo = manifest.pending(listing, captioned, failed, config.languages, config.retry_errors)
     if config.translate:
-        todo = manifest.with_source_captions(todo, config.output, config.source_language, out_opts)
-    summary.listed, summary.skipped = listing.num_rows, listing.num_rows - todo.num_rows
-    log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, todo.num_rows)
+        todo = manifest.with_source_captions(todo, captions, config.source_language)
+    return todo
 
-    if todo.num_rows:
-        _execute(config, images, todo, summary, started)
-    summary.elapsed_s = time.monotonic() - started
-    summary.status = "succeeded"
-    storage.write_bytes_atomic(storage.join(run_dir, "run.json"), _record(summary), out_opts)
-    return summary
+
+def _mixed_settings_message(config: RunConfig, others: dict[str, set[str]]) -> str:
+    found = "; ".join(sorted(others)[:4])
+    return (
+        f"{config.output} holds captions made with other settings (language:settings hash): {found}. This run's "
+        f"are {', '.join(f'{k}:{v}' for k, v in config.fingerprints().items())}. Rerun with the same settings to "
+        "resume, or pass --mode append to add these captions alongside, or --mode overwrite to replace the old "
+        "ones once this run has finished"
+    )
+
+
+def _check_error_rate(config: RunConfig, summary: RunSummary, final: bool = False) -> None:
+    """Fail loudly once the share of failed images passes --max-error-rate (early, after enough images)."""
+    if config.max_error_rate is None or not summary.images:
+        return
+    if not final and summary.images < MIN_IMAGES_FOR_ERROR_RATE:
+        return
+    rate = summary.failed / summary.images
+    if rate > config.max_error_rate:
+        raise RunFailed(
+            f"{summary.failed} of {summary.images} images failed ({rate:.1%}), more than --max-error-rate "
+            f"{config.max_error_rate:.1%}; see {config.output.rstrip('/')}/errors/ for why. What is committed stays; "
+            "rerun to resume"
+        )
 
 
 def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Table, summary: RunSummary,
@@ -121,6 +183,7 @@ def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Tab
         for key in ("images", "captioned", "failed", "captions"):
             setattr(summary, key, getattr(summary, key) + int(counts[key]))
         progress.update(summary.images)
+        _check_error_rate(config, summary)
 
 
 def _init_ray() -> None:
@@ -170,10 +233,12 @@ def _settings(config: RunConfig) -> dict:
         "source_language": config.source_language,
         "clip_model": config.clip_model,
         "num_candidates": config.num_candidates,
+        "mode": config.mode,
+        "retry_errors": config.retry_errors,
+        "max_error_rate": config.max_error_rate,
         "resources": asdict(config.resources),
     }
 
 
-def _record(summary: RunSummary) -> bytes:
-    record = {**asdict(summary), "images_per_s": summary.images_per_s, "schema_version": schema.SCHEMA_VERSION}
-    return json.dumps(record, indent=2).encode()
+def _record(summary: RunSummary) -> dict:
+    return {**asdict(summary), "images_per_s": summary.images_per_s, "schema_version": schema.SCHEMA_VERSION}

@@ -3,8 +3,10 @@
 Output layout under OUTPUT:
   captions/lang=xx/part-*.parquet   one row per (image, language); ``lang`` lives in the directory name
   errors/part-*.parquet             one row per image that could not be captioned
+  _commits/<shard>.json             commit marker of one shard: its files and counts, written last
+  _lease.json                       held by the run writing to OUTPUT; refuses a second writer
   runs/<run_id>/manifest.parquet    the frozen listing the run worked from
-  runs/<run_id>/run.json            the run record (counts, timings, settings)
+  runs/<run_id>/run.json            the run record (counts, timings, settings, status)
 """
 
 import pyarrow as pa
@@ -25,6 +27,8 @@ HEIGHT = "height"
 MODEL = "model"
 MODEL_REVISION = "model_revision"
 RUN_ID = "run_id"
+FINGERPRINT = "fingerprint"
+ATTEMPT = "attempt"
 ERROR_TYPE = "error_type"
 ERROR = "error"
 PIXELS = "pixels"
@@ -42,6 +46,11 @@ IDENTITY = (URI, SIZE, ETAG)
 CAPTIONS_DIR = "captions"
 ERRORS_DIR = "errors"
 RUNS_DIR = "runs"
+COMMITS_DIR = "_commits"
+LEASE_FILE = "_lease.json"
+
+# Error types worth another try on the next run without --retry-errors: the store, not the image, failed.
+TRANSIENT_ERRORS = frozenset({"read_error"})
 
 MANIFEST = pa.schema(
     [
@@ -68,6 +77,7 @@ CAPTION_FILE = pa.schema(
         pa.field(MODEL, pa.string(), nullable=False),
         pa.field(MODEL_REVISION, pa.string()),
         pa.field(RUN_ID, pa.string(), nullable=False),
+        pa.field(FINGERPRINT, pa.string(), nullable=False),  # hash of the settings that shaped this language's rows
     ],
     metadata={"captioner.schema_version": str(SCHEMA_VERSION)},
 )
@@ -82,6 +92,7 @@ ERROR_FILE = pa.schema(
         pa.field(ETAG, pa.string()),
         pa.field(ERROR_TYPE, pa.string(), nullable=False),  # short machine-readable kind, e.g. "not_an_image"
         pa.field(ERROR, pa.string(), nullable=False),  # human-readable message
+        pa.field(ATTEMPT, pa.int32(), nullable=False),  # 1 for the first run that failed on it, 2 for the next...
         pa.field(RUN_ID, pa.string(), nullable=False),
     ],
     metadata={"captioner.schema_version": str(SCHEMA_VERSION)},
@@ -90,7 +101,8 @@ ERROR_FILE = pa.schema(
 # What a caption actor hands the writer: one row per image, its captions in a list, so a shard never
 # splits an image's languages. ``error_type`` set means the image failed and ``results`` is empty.
 CAPTION_RESULT = pa.struct(
-    [(name, CAPTION_FILE.field(name).type) for name in (CAPTION, SCORE, PRODUCER, SOURCE_LANG, CLIP_SCORE, NUM_CANDIDATES)]
+    [(name, CAPTION_FILE.field(name).type)
+     for name in (CAPTION, SCORE, PRODUCER, SOURCE_LANG, CLIP_SCORE, NUM_CANDIDATES, FINGERPRINT)]
     + [(LANG, pa.string())]
 )
 IMAGE_RESULT = pa.schema(
@@ -99,5 +111,6 @@ IMAGE_RESULT = pa.schema(
         pa.field(RESULTS, pa.list_(CAPTION_RESULT)),
         ERROR_FILE.field(ERROR_TYPE).with_nullable(True),
         ERROR_FILE.field(ERROR).with_nullable(True),
+        ERROR_FILE.field(ATTEMPT).with_nullable(True),
     ]
 )

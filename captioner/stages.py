@@ -5,6 +5,8 @@ so one bad image never fails a batch.
 """
 
 import logging
+import random
+import time
 import zlib
 
 import numpy as np
@@ -16,6 +18,9 @@ from .config import ModelConfig, RunConfig, StorageConfig
 from .images import DecodeFailure, decode
 
 log = logging.getLogger(__name__)
+
+READ_TRIES = 4  # attempts per object read within a run
+READ_BACKOFF_S = 0.5  # first retry delay; doubles each time, with jitter
 
 def read_and_decode(
     batch: dict[str, np.ndarray], images: dict[str, model.ImageSpec], store: StorageConfig
@@ -33,8 +38,14 @@ def read_and_decode(
     error = np.full(n, None, dtype=object)
     for i, uri in enumerate(batch[schema.URI]):
         try:
-            data = storage.read_bytes(uri, store.options(uri))
-        except Exception as exc:  # any store failure is this image's error, not the batch's
+            data = _read(uri, store)
+        except FileNotFoundError as exc:
+            error_type[i], error[i] = "not_found", f"object is gone: {exc}"
+            continue
+        except PermissionError as exc:
+            error_type[i], error[i] = "forbidden", f"no permission to read the object: {exc}"
+            continue
+        except Exception as exc:  # any other store failure is this image's error, not the batch's
             error_type[i], error[i] = "read_error", f"{type(exc).__name__}: {exc}"
             continue
         result = decode(data, [images[c].resize for c in columns])
@@ -44,9 +55,23 @@ def read_and_decode(
         for column, array in zip(columns, result.pixels):
             pixels[column][i] = array
         width[i], height[i] = result.width, result.height
-    passed = {key: batch[key] for key in batch if key in (*schema.IDENTITY, schema.LANGS, schema.SOURCE_CAPTION)}
+    passed = {key: batch[key] for key in batch
+              if key in (*schema.IDENTITY, schema.LANGS, schema.ATTEMPT, schema.SOURCE_CAPTION)}
     return {**passed, **pixels, schema.WIDTH: width, schema.HEIGHT: height,
             schema.ERROR_TYPE: error_type, schema.ERROR: error}
+
+
+def _read(uri: str, store: StorageConfig) -> bytes:  # type: ignore[return]
+    """The object's bytes; store hiccups are retried with jittered exponential backoff, a missing object is not."""
+    for attempt in range(READ_TRIES):
+        try:
+            return storage.read_bytes(uri, store.options(uri))
+        except (FileNotFoundError, PermissionError):
+            raise
+        except Exception:
+            if attempt == READ_TRIES - 1:
+                raise
+            time.sleep(READ_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5))
 
 
 class CaptionActor:
@@ -68,6 +93,7 @@ class CaptionActor:
         )
         self.config = config
         self.run_id = run_id
+        self.fingerprints = config.fingerprints()
         log.info("loaded %s on %s (%s)", config.model.name, self.models.captioner.device, self.models.captioner.dtype)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -93,7 +119,7 @@ class CaptionActor:
             row = {key: _plain(batch[key][i]) for key in schema.IDENTITY}
             row[schema.RUN_ID] = self.run_id
             if ok[i]:
-                row[schema.RESULTS] = [_result(lang, c) for lang, c in next(done).items()]
+                row[schema.RESULTS] = [_result(lang, c, self.fingerprints[lang]) for lang, c in next(done).items()]
                 row.update({
                     schema.WIDTH: int(batch[schema.WIDTH][i]),
                     schema.HEIGHT: int(batch[schema.HEIGHT][i]),
@@ -101,14 +127,16 @@ class CaptionActor:
                     schema.MODEL_REVISION: self.config.model.revision,
                 })
             else:
-                row.update({schema.ERROR_TYPE: batch[schema.ERROR_TYPE][i], schema.ERROR: batch[schema.ERROR][i]})
+                row.update({schema.ERROR_TYPE: batch[schema.ERROR_TYPE][i], schema.ERROR: batch[schema.ERROR][i],
+                            schema.ATTEMPT: int(batch[schema.ATTEMPT][i]) + 1})
             rows.append(row)
         return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)
 
 
-def _result(lang: str, c: generate.Caption) -> dict:
+def _result(lang: str, c: generate.Caption, fingerprint: str) -> dict:
     return {schema.LANG: lang, schema.CAPTION: c.text, schema.SCORE: c.score, schema.PRODUCER: c.producer,
-            schema.SOURCE_LANG: c.source_lang, schema.CLIP_SCORE: c.clip_score, schema.NUM_CANDIDATES: c.candidates}
+            schema.SOURCE_LANG: c.source_lang, schema.CLIP_SCORE: c.clip_score, schema.NUM_CANDIDATES: c.candidates,
+            schema.FINGERPRINT: fingerprint}
 
 
 def write(batch: pa.Table, output: str, store: StorageConfig) -> pa.Table:

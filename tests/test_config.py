@@ -55,13 +55,18 @@ def test_languages_validated():
         RunConfig(input=base.input, output="out", languages=("e n",)).validate()
 
 
-def test_fingerprint_follows_what_changes_captions():
-    base = RunConfig(input=InputConfig("in"), output="out")
-    same = RunConfig(input=InputConfig("elsewhere"), output="out2", languages=("en", "fr"))
+def test_fingerprints_follow_what_changes_each_language():
+    base = RunConfig(input=InputConfig("in"), output="out", languages=("en", "fr"))
+    moved = RunConfig(input=InputConfig("elsewhere"), output="out2", languages=("en", "fr"), mode="append")
     other_model = RunConfig(input=InputConfig("in"), output="out", model=ModelConfig(name="other"))
     beams = RunConfig(input=InputConfig("in"), output="out", generation=GenerationConfig(num_beams=4))
-    assert base.fingerprint() == same.fingerprint()
-    assert len({base.fingerprint(), other_model.fingerprint(), beams.fingerprint()}) == 3
+    translated = RunConfig(input=InputConfig("in"), output="out", languages=("en", "fr", "de"),
+                           translate=(("fr", "opus-fr"), ("de", "opus-de")))
+    assert base.fingerprints() == moved.fingerprints()
+    assert len({base.fingerprints()["en"], other_model.fingerprints()["en"], beams.fingerprints()["en"]}) == 3
+    assert translated.fingerprints()["en"] == base.fingerprints()["en"]  # adding languages leaves en alone
+    assert translated.fingerprints()["fr"] != base.fingerprints()["fr"]  # native fr and translated fr differ
+    assert base.fingerprint() != translated.fingerprint()
 
 
 def test_storage_options_apply_to_s3_only():

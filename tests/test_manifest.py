@@ -42,53 +42,67 @@ def test_empty_input_is_an_error(tmp_path):
         manifest.build(str(tmp_path), DEFAULT_EXTENSIONS)
 
 
+def _failed(rows):
+    return pa.Table.from_pylist(rows, schema=schema.MANIFEST.append(pa.field(schema.ERROR_TYPE, pa.string()))
+                                .append(pa.field(schema.ATTEMPT, pa.int32())))
+
+
+NO_FAILURES = _failed([])
+
+
 def test_pending_subtracts_done_work_by_identity_and_language():
     listing = pa.Table.from_pylist(
         [
             {"uri": "a", "size": 1, "etag": "x"},  # en done: only fr missing
             {"uri": "b", "size": 2, "etag": "y2"},  # changed since its caption: everything again
-            {"uri": "c", "size": 3, "etag": "z"},  # failed before: left alone
             {"uri": "d", "size": 4, "etag": "w"},  # new
             {"uri": "e", "size": 5, "etag": "v"},  # complete
         ],
         schema=schema.MANIFEST,
     )
-    done = _done(
+    captioned = _done(
         [
             {"uri": "a", "size": 1, "etag": "x", "lang": "en"},
             {"uri": "b", "size": 2, "etag": "y1", "lang": "en"},
-            {"uri": "c", "size": 3, "etag": "z", "lang": None},
             {"uri": "e", "size": 5, "etag": "v", "lang": "en"},
             {"uri": "e", "size": 5, "etag": "v", "lang": "fr"},
         ]
     )
-    todo = manifest.pending(listing, done, ("en", "fr"))
+    todo = manifest.pending(listing, captioned, NO_FAILURES, ("en", "fr"))
     got = {row["uri"]: set(row["langs"].split(",")) for row in todo.to_pylist()}
     assert got == {"a": {"fr"}, "b": {"en", "fr"}, "d": {"en", "fr"}}
+    assert set(todo["attempt"].to_pylist()) == {0}
+
+
+def test_failed_images_are_retried_only_when_worth_it():
+    listing = pa.Table.from_pylist([{"uri": u, "size": 1, "etag": "x"} for u in "pqrs"], schema=schema.MANIFEST)
+    failed = _failed([
+        {"uri": "p", "size": 1, "etag": "x", "error_type": "truncated", "attempt": 1},  # permanent
+        {"uri": "q", "size": 1, "etag": "x", "error_type": "read_error", "attempt": 1},  # the store: retried
+        {"uri": "r", "size": 1, "etag": "x", "error_type": "truncated", "attempt": 1},  # ...later captioned
+        {"uri": "s", "size": 1, "etag": "x", "error_type": "read_error", "attempt": 1},
+        {"uri": "s", "size": 1, "etag": "x", "error_type": "truncated", "attempt": 2},  # latest attempt counts
+    ])
+    captioned = _done([{"uri": "r", "size": 1, "etag": "x", "lang": "en"}])
+    todo = manifest.pending(listing, captioned, failed, ("en",))
+    assert {r["uri"]: r["attempt"] for r in todo.to_pylist()} == {"q": 1}
+    todo = manifest.pending(listing, captioned, failed, ("en",), retry_errors=True)
+    assert {r["uri"]: r["attempt"] for r in todo.to_pylist()} == {"p": 1, "q": 1, "s": 2}
 
 
 def test_pending_ignores_identity_a_manifest_file_left_out():
     listing = pa.Table.from_pylist([{"uri": "a"}, {"uri": "b"}], schema=schema.MANIFEST)
-    done = _done([{"uri": "a", "size": 10, "etag": "mtime:1.0", "lang": "en"}])
-    assert manifest.pending(listing, done, ("en",))[schema.URI].to_pylist() == ["b"]
+    captioned = _done([{"uri": "a", "size": 10, "etag": "mtime:1.0", "lang": "en"}])
+    assert manifest.pending(listing, captioned, NO_FAILURES, ("en",))[schema.URI].to_pylist() == ["b"]
 
 
-def test_done_keys_reads_captions_and_errors(tmp_path):
-    from captioner import writer
+def test_source_captions_come_from_the_stored_rows(tmp_path):
+    from captioner import output, writer
+    from test_writer import image_results
 
-    images = pa.Table.from_pylist(
-        [
-            {"uri": "a", "size": 1, "etag": "x", "run_id": "r", "width": 1, "height": 1, "model": "m",
-             "results": [{"lang": "en", "caption": "c", "score": -1.0, "producer": "native", "num_candidates": 1}, {"lang": "fr", "caption": "c", "score": -1.0, "producer": "native", "num_candidates": 1}]},
-            {"uri": "b", "size": 2, "etag": "y", "run_id": "r", "error_type": "empty", "error": "0 bytes"},
-        ],
-        schema=schema.IMAGE_RESULT,
-    )
-    writer.write_shard(images, str(tmp_path))
-    done = manifest.done_keys(str(tmp_path)).sort_by([("uri", "ascending"), ("lang", "ascending")])
-    assert done.to_pylist() == [
-        {"uri": "a", "size": 1, "etag": "x", "lang": "en"},
-        {"uri": "a", "size": 1, "etag": "x", "lang": "fr"},
-        {"uri": "b", "size": 2, "etag": "y", "lang": None},
-    ]
-    assert manifest.done_keys(str(tmp_path / "empty")).num_rows == 0
+    writer.write_shard(image_results(["a", "b"], langs=("en",)), str(tmp_path))
+    captions = output.captions(str(tmp_path), output.committed(str(tmp_path)))
+    todo = pa.Table.from_pylist([{"uri": "a", "size": 1, "etag": "e", "langs": "fr"},
+                                 {"uri": "c", "size": 1, "etag": "e", "langs": "en,fr"}])
+    joined = manifest.with_source_captions(todo, captions, "en")
+    assert dict(zip(joined["uri"].to_pylist(), joined["source_caption"].to_pylist())) == {"a": "en a", "c": None}

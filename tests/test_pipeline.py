@@ -7,7 +7,7 @@ import pytest
 import ray
 
 from captioner import pipeline, schema
-from captioner.config import GenerationConfig, InputConfig, ModelConfig, RunConfig, StorageConfig
+from captioner.config import GenerationConfig, InputConfig, ModelConfig, ResourceConfig, RunConfig, StorageConfig
 from conftest import BAD, GOOD, jpeg_bytes
 
 pytestmark = pytest.mark.slow
@@ -22,11 +22,11 @@ def local_ray(s3_server):
 
 
 def _config(tiny_model, input_uri, output, endpoint=None, **kwargs):
+    kwargs.setdefault("generation", GenerationConfig(max_new_tokens=6))
     return RunConfig(
         input=InputConfig(input_uri),
         output=output,
         model=ModelConfig(name=str(tiny_model)),
-        generation=GenerationConfig(max_new_tokens=6),
         storage=StorageConfig(endpoint_url=endpoint),
         **kwargs,
     )
@@ -39,6 +39,11 @@ def _captions(output, filesystem=None):
 
 def _errors(output, filesystem=None):
     return pads.dataset(output + "/errors", format="parquet", filesystem=filesystem).to_table().to_pylist()
+
+
+def _data_files(root):
+    """Parquet files and markers with their modification times: what a rerun must not touch."""
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "runs" not in p.parts}
 
 
 def test_local_folder(local_ray, tiny_model, image_folder, tmp_path):
@@ -55,9 +60,10 @@ def test_local_folder(local_ray, tiny_model, image_folder, tmp_path):
     assert errors == BAD
     assert (tmp_path / "out" / "runs" / summary.run_id / "run.json").exists()
 
+    before = _data_files(tmp_path / "out")
     again = pipeline.run(_config(tiny_model, str(image_folder), out))
     assert (again.skipped, again.images) == (GOOD + len(BAD), 0)
-    assert len(_captions(out)) == GOOD and len(_errors(out)) == len(BAD)
+    assert _data_files(tmp_path / "out") == before  # a finished job reruns without writing a row
 
     fresh = str(tmp_path / "fresh")
     pipeline.run(_config(tiny_model, str(image_folder), fresh))
@@ -117,3 +123,136 @@ def test_four_languages_by_translation_with_clip_scores(local_ray, tiny_model, t
     uri = sorted(u for u, _ in captions)[0]
     expected = generate.translate(translator, [captions[(uri, "en")]["caption"]], "de", GenerationConfig(max_new_tokens=6))
     assert captions[(uri, "de")]["caption"] == expected[0].text
+
+
+def _many_images(folder, n):
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"img{i:03d}.jpg").write_bytes(jpeg_bytes(i))
+    return folder
+
+
+def _assert_exactly_once(out, images, langs=("en",)):
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
+    pairs = list(zip(table["uri"].to_pylist(), table["lang"].to_pylist()))
+    assert len(pairs) == len(set(pairs)), "a row was written twice"
+    assert set(pairs) == {(str(p), lang) for p in images for lang in langs}, "a row is missing"
+
+
+def test_rerun_after_the_driver_is_killed(tiny_model, tmp_path):
+    """SIGKILL the driver part-way, rerun the same command: every pair once, the rerun writes only what is missing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = _many_images(tmp_path / "photos", 40)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "captioner.cli", "run", str(folder), str(out), "--model", str(tiny_model),
+               "--max-new-tokens", "24", "--batch-size", "2", "--decode-batch-size", "2", "--rows-per-file", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    victim = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(list((out / "_commits").glob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(1)
+    os.killpg(victim.pid, signal.SIGKILL)  # the local Ray it started, so nothing writes behind our back
+    committed = len(list((out / "_commits").glob("*.json")))
+    assert 3 <= committed < 20, "the kill should land part-way through"
+    done_before = pads.dataset(out / "captions", format="parquet", partitioning="hive").count_rows()
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"captioned       {40 - done_before}" in rerun.stdout
+    _assert_exactly_once(str(out), sorted(folder.iterdir()))
+    for path in out.rglob("*.parquet"):
+        pads.dataset(path, format="parquet").to_table()  # every file reads
+
+
+def _processes_titled(word):
+    """Pids of Ray workers whose process title names ``word`` (Ray titles them ``ray::<actor class>...``)."""
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and title.startswith("ray::") and word in title:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_killing_a_caption_actor_loses_and_doubles_nothing(local_ray, tiny_model, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    folder = _many_images(tmp_path / "photos", 24)
+    out = str(tmp_path / "out")
+    config = _config(tiny_model, str(folder), out, generation=GenerationConfig(max_new_tokens=24),
+                     resources=ResourceConfig(batch_size=2, decode_batch_size=2, rows_per_file=2))
+    result = {}
+    job = threading.Thread(target=lambda: result.update(summary=pipeline.run(config)))
+    job.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and job.is_alive() and time.monotonic() < deadline:
+        commits = tmp_path / "out" / "_commits"
+        if commits.exists() and len(list(commits.glob("*.json"))) >= 2:
+            actors = _processes_titled("CaptionActor")
+            if actors:
+                killed = actors[0]
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    job.join(timeout=300)
+    assert killed is not None, "no caption actor was killed"
+    assert result["summary"].captioned == 24
+    _assert_exactly_once(out, sorted(folder.iterdir()))
+
+
+def test_changed_settings_refused_unless_a_mode_is_chosen(local_ray, tiny_model, image_folder, tmp_path):
+    from captioner.config import ConfigError
+
+    out = str(tmp_path / "out")
+    pipeline.run(_config(tiny_model, str(image_folder), out))
+    beams = GenerationConfig(max_new_tokens=6, num_beams=2)
+    with pytest.raises(ConfigError, match="--mode append"):
+        pipeline.run(_config(tiny_model, str(image_folder), out, generation=beams))
+
+    appended = pipeline.run(_config(tiny_model, str(image_folder), out, generation=beams, mode="append"))
+    assert appended.captioned == GOOD
+    greedy = _config(tiny_model, "", "").fingerprints()["en"]
+    beam = _config(tiny_model, "", "", generation=beams).fingerprints()["en"]
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
+    assert sorted(table["fingerprint"].to_pylist()) == sorted([greedy] * GOOD + [beam] * GOOD)
+
+    replaced = pipeline.run(_config(tiny_model, str(image_folder), out, mode="overwrite"))
+    assert replaced.images == 0  # the greedy captions were already there: nothing to redo, the beam ones go
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
+    assert set(table["fingerprint"].to_pylist()) == {greedy} and table.num_rows == GOOD
+
+    overwritten = pipeline.run(_config(tiny_model, str(image_folder), out, generation=beams, mode="overwrite"))
+    assert overwritten.captioned == GOOD
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
+    assert set(table["fingerprint"].to_pylist()) == {beam} and table.num_rows == GOOD
+
+
+def test_errors_retried_only_when_asked_and_error_rate_enforced(local_ray, tiny_model, image_folder, tmp_path):
+    out = str(tmp_path / "out")
+    pipeline.run(_config(tiny_model, str(image_folder), out))
+    (image_folder / "notes.jpg").write_bytes(jpeg_bytes(99))  # the text file is now a picture
+    assert pipeline.run(_config(tiny_model, str(image_folder), out)).images == 1  # changed object: new identity
+    retried = pipeline.run(_config(tiny_model, str(image_folder), out, retry_errors=True))
+    assert (retried.images, retried.failed) == (2, 2)
+    attempts = sorted(e["attempt"] for e in _errors(out) if e["uri"].endswith("truncated.jpg"))
+    assert attempts == [1, 2]
+
+    with pytest.raises(pipeline.RunFailed, match="max-error-rate"):
+        pipeline.run(_config(tiny_model, str(image_folder), str(tmp_path / "strict"), max_error_rate=0.1))

@@ -15,6 +15,7 @@ def _batch(paths, langs="en"):
         schema.SIZE: np.arange(len(paths)),
         schema.ETAG: np.array(["e"] * len(paths), dtype=object),
         schema.LANGS: np.array([langs] * len(paths), dtype=object),
+        schema.ATTEMPT: np.zeros(len(paths), dtype=np.int32),
     }
 
 
@@ -27,7 +28,7 @@ def test_read_and_decode_turns_failures_into_values(image_folder):
     assert out[schema.CLIP_PIXELS].shape == (len(paths) + 1, 16, 16, 3)
     assert out[schema.PIXELS].shape == (len(paths) + 1, 32, 32, 3)
     errors = {uri.rsplit("/", 1)[1]: kind for uri, kind in zip(out[schema.URI], out[schema.ERROR_TYPE]) if kind}
-    assert errors == {**BAD, "gone.jpg": "read_error"}
+    assert errors == {**BAD, "gone.jpg": "not_found"}
     ok = [kind is None for kind in out[schema.ERROR_TYPE]]
     assert sum(ok) == GOOD and (out[schema.WIDTH][ok] > 0).all()
 
@@ -45,6 +46,39 @@ def test_caption_actor_writes_one_row_per_image(image_folder, tiny_model):
     for row in out.to_pylist():
         assert row[schema.RUN_ID] == "run-1"
         if row[schema.ERROR_TYPE]:
-            assert not row[schema.RESULTS]
+            assert not row[schema.RESULTS] and row[schema.ATTEMPT] == 1
         else:
             assert [r[schema.LANG] for r in row[schema.RESULTS]] == ["en"] and row[schema.MODEL] == str(tiny_model)
+            assert row[schema.RESULTS][0][schema.FINGERPRINT] == config.fingerprints()["en"]
+
+
+def test_store_hiccups_are_retried_within_the_run(monkeypatch, image_folder):
+    """An HTTP store on loopback that answers 503 twice, then the image."""
+    import http.server
+    import threading
+
+    body = (image_folder / "img0.jpg").read_bytes()
+    seen = []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            if len(seen) <= 2:
+                self.send_error(503, "Slow Down")
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(stages, "READ_BACKOFF_S", 0.01)
+    try:
+        assert stages._read(f"http://127.0.0.1:{server.server_port}/img0.jpg", StorageConfig()) == body
+    finally:
+        server.shutdown()
+    assert len(seen) == 3
