@@ -1,6 +1,7 @@
 """The ``captioner`` command: parse options into config dataclasses, run, print a summary."""
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -101,12 +102,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--max-error-rate", type=float,
                    help="fail the run (exit 1) when more than this share of its images fail, e.g. 0.05")
 
+    s = add_storage_arguments(parser)
+    s.add_argument("--extensions", type=_csv, default=DEFAULT_EXTENSIONS,
+                   help="file endings listed as images (default: %(default)s)")
+
+
+def add_storage_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     s = parser.add_argument_group("storage (credentials: AWS environment variables or profiles)")
     s.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO")
     s.add_argument("--anon", action="store_true", help="unsigned S3 requests, for public buckets")
     s.add_argument("--profile", help="AWS profile name from ~/.aws/config")
-    s.add_argument("--extensions", type=_csv, default=DEFAULT_EXTENSIONS,
-                   help="file endings listed as images (default: %(default)s)")
+    return s
+
+
+def _storage(args: argparse.Namespace) -> StorageConfig:
+    return StorageConfig(endpoint_url=args.endpoint_url, anon=args.anon, profile=args.profile)
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -126,7 +136,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                                  num_cpus=args.num_cpus, decode_batch_size=args.decode_batch_size,
                                  decode_memory_mb=args.decode_memory_mb,
                                  rows_per_file=args.rows_per_file),
-        storage=StorageConfig(endpoint_url=args.endpoint_url, anon=args.anon, profile=args.profile),
+        storage=_storage(args),
         mode=args.mode,
         retry_errors=args.retry_errors,
         max_error_rate=args.max_error_rate,
@@ -145,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "the same command captions only what the output does not hold yet.")
     add_run_arguments(run)
     run.set_defaults(handler=_run)
+
+    stats = commands.add_parser("stats", help="what an output holds: images, captions per language, errors, runs",
+                                description="Counts from OUTPUT's commit markers and run records.")
+    stats.add_argument("output", help="folder or s3:// prefix a run wrote to")
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_storage_arguments(stats)
+    stats.set_defaults(handler=_stats)
     return parser
 
 
@@ -157,6 +174,24 @@ def _run(args: argparse.Namespace) -> int:
         print("\nA few captions:")
         for row in samples:
             print(f"  [{row['lang']}] {row['caption']!r}  (score {row['score']:.2f})  {row['uri']}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    figures = query.stats(args.output, _storage(args).options(args.output))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"{args.output}: {figures['images_processed']} images processed in {figures['shards']} shards")
+    print(f"  captioned {figures['captioned']}, failed {figures['failed']}, caption rows {figures['caption_rows']}")
+    for lang, n in sorted(figures["captions_per_language"].items()):
+        print(f"  [{lang}] {n} captions")
+    for kind, n in sorted(figures["errors_by_type"].items(), key=lambda kv: -kv[1]):
+        print(f"  error {kind}: {n}")
+    print("runs:")
+    for run in figures["runs"]:
+        print(f"  {run['run_id']}  {run['status']:<9}  {run['images']:>8} images  {run['failed']:>6} failed  "
+              f"{run['elapsed_s']:>8.1f} s  {run['images_per_s']:>7.1f} img/s")
     return 0
 
 

@@ -68,7 +68,7 @@ def run(config: RunConfig) -> RunSummary:
         listing = manifest.build(config.input.uri, config.input.extensions, config.storage.options(config.input.uri))
         run_dir = storage.join(config.output, schema.RUNS_DIR, summary.run_id)
         storage.write_parquet_atomic(storage.join(run_dir, "manifest.parquet"), listing, opts)
-        todo = _todo(config, listing, shards)
+        todo = plan(config, listing, shards)
         summary.listed, summary.skipped = listing.num_rows, listing.num_rows - todo.num_rows
         log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, todo.num_rows)
         output.write_run_record(config.output, summary.run_id, _record(summary), opts)
@@ -101,7 +101,7 @@ def _model_inputs(config: RunConfig) -> dict[str, model.ImageSpec]:
     return images
 
 
-def _todo(config: RunConfig, listing: pa.Table, shards: list[output.Shard]) -> pa.Table:
+def plan(config: RunConfig, listing: pa.Table, shards: list[output.Shard]) -> pa.Table:
     """The listing minus what committed shards hold: captions made with these settings, and errors."""
     opts = config.storage.options(config.output)
     captions = output.captions(config.output, shards, opts, config.fingerprints())
