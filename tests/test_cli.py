@@ -62,3 +62,17 @@ def test_job_entry_point_runs_the_job(tiny_model, image_folder, tmp_path):
     assert "captioned       6" in result.stdout and "failed          3" in result.stdout
     assert "A few captions:" in result.stdout and str(tmp_path / "out") in result.stdout
     assert "ETA" in result.stderr
+
+
+def test_stats_prints_counts_and_json(tmp_path, capsys):
+    import json
+
+    from captioner import writer
+    from test_writer import image_results
+
+    writer.write_shard(image_results(["a", "b"], failed={"b": "truncated"}), str(tmp_path))
+    assert cli.main(["stats", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "captioned 1, failed 1" in text and "[fr] 1 captions" in text and "error truncated: 1" in text
+    assert cli.main(["stats", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["captions_per_language"] == {"en": 1, "fr": 1}
