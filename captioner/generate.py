@@ -178,7 +178,8 @@ def translate(translator: Loaded, texts: Sequence[str], lang: str, generation: G
     prefix = f">>{lang}<<"  # multi-target Marian models pick the language with a prefix token
     if prefix in translator.tokenizer.get_vocab():
         texts = [f"{prefix} {text}" for text in texts]
-    inputs = translator.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True).to(translator.device)
+    inputs = translator.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
+                                  max_length=translator.model.config.max_position_embeddings).to(translator.device)
     encoded = translator.model.get_encoder()(**inputs)
     sequences = translator.model.generate(
         encoder_outputs=encoded, attention_mask=inputs.attention_mask,

@@ -1,9 +1,97 @@
-"""Reading the output back: committed captions and errors only, and the runs that wrote them."""
+"""Reading the output back: committed captions and errors only, filtered or by SQL, streamed in batches."""
 
+from dataclasses import dataclass
+
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from . import output, schema
+
+BATCH_ROWS = 65_536  # rows per streamed batch: bounded memory whatever the output's size
+
+
+class QueryError(ValueError):
+    """A query that cannot run as written; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Row filters of ``captioner query``; unset fields do not filter."""
+
+    lang: tuple[str, ...] = ()  # any of these languages
+    min_score: float | None = None  # score >= this
+    contains: str | None = None  # caption contains this text, case-insensitively
+    uri_glob: str | None = None  # uri matches this glob (* and ?)
+    run_id: str | None = None  # written by this run
+
+    def expression(self, ledger: bool) -> pc.Expression | None:
+        if ledger and (self.lang or self.min_score is not None or self.contains):
+            raise QueryError("--lang, --min-score and --contains filter captions; with --errors use --uri or --run")
+        parts = []
+        if self.lang:
+            parts.append(pc.field(schema.LANG).isin(list(self.lang)))
+        if self.min_score is not None:
+            parts.append(pc.field(schema.SCORE) >= self.min_score)
+        if self.contains:
+            parts.append(pc.match_substring(pc.field(schema.CAPTION), self.contains, ignore_case=True))
+        if self.uri_glob:
+            parts.append(pc.match_like(pc.field(schema.URI), _glob_to_like(self.uri_glob)))
+        if self.run_id:
+            parts.append(pc.field(schema.RUN_ID) == self.run_id)
+        expression = None
+        for part in parts:
+            expression = part if expression is None else expression & part
+        return expression
+
+
+def _glob_to_like(glob: str) -> str:
+    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def select(out: str, where: Filter, columns: list[str] | None = None, ledger: bool = False,
+           limit: int | None = None, options: dict | None = None) -> pa.RecordBatchReader:
+    """Filtered rows of the captions (or, with ``ledger``, of the errors), streamed."""
+    dataset = errors(out, options) if ledger else captions(out, options)
+    unknown = sorted(set(columns or ()) - set(dataset.schema.names))
+    if unknown:
+        raise QueryError(f"unknown column(s) {', '.join(unknown)}; columns are {', '.join(dataset.schema.names)}")
+    scanner = dataset.scanner(columns=columns, filter=where.expression(ledger), batch_size=BATCH_ROWS)
+    reader = scanner.to_reader()
+    return _limited(reader, limit) if limit is not None else reader
+
+
+def _limited(reader: pa.RecordBatchReader, limit: int) -> pa.RecordBatchReader:
+    def batches():
+        left = limit
+        for batch in reader:
+            if left <= 0:
+                break
+            yield batch.slice(0, left)
+            left -= batch.num_rows
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def sql(out: str, statement: str, options: dict | None = None) -> pa.RecordBatchReader:
+    """Run SQL with DuckDB over the views ``captions`` and ``errors``, streamed.
+
+    DuckDB scans our Arrow datasets (committed files, read through fsspec), so no DuckDB extension is
+    ever downloaded and S3 works wherever captioner's own reads do.
+    """
+    import duckdb
+
+    connection = duckdb.connect()
+    connection.register(schema.CAPTIONS_DIR, captions(out, options))
+    connection.register(schema.ERRORS_DIR, errors(out, options))
+    try:
+        relation = connection.sql(statement)
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).splitlines()[0]) from None
+    if relation is None:
+        raise QueryError("the SQL returned no rows to show; write a SELECT over captions or errors")
+    return relation.to_arrow_reader(BATCH_ROWS)
 
 
 def captions(out: str, options: dict | None = None) -> pads.Dataset:
@@ -25,6 +113,14 @@ def sample(out: str, limit: int, run_id: str | None = None, options: dict | None
     return rows.sort_by([(schema.URI, "ascending"), (schema.LANG, "ascending")]).slice(0, limit).to_pylist()
 
 
+SCORES_BY_LANGUAGE = """
+    SELECT lang, count(*) AS captions, min(score) AS min, quantile_cont(score, 0.1) AS p10,
+           quantile_cont(score, 0.5) AS median, quantile_cont(score, 0.9) AS p90, max(score) AS max,
+           avg(clip_score) AS mean_clip_score
+    FROM captions GROUP BY lang ORDER BY lang
+"""
+
+
 def stats(out: str, options: dict | None = None) -> dict:
     """Counts from the commit markers (no Parquet is read) and the run records."""
     shards = output.committed(out, options)
@@ -37,15 +133,15 @@ def stats(out: str, options: dict | None = None) -> dict:
         caption_rows += shard.counts.get("captions", 0)
         for kind, n in shard.errors_by_type.items():
             errors_by_type[kind] = errors_by_type.get(kind, 0) + n
-    per_lang = captions(out, options).to_table(columns=[schema.LANG]).group_by(schema.LANG).aggregate(
-        [(schema.LANG, "count")])
+    per_lang = sql(out, SCORES_BY_LANGUAGE, options).read_all().to_pylist()
     return {
         "shards": len(shards),
         "images_processed": images,
         "captioned": captioned,
         "failed": failed,
         "caption_rows": caption_rows,
-        "captions_per_language": dict(zip(per_lang[schema.LANG].to_pylist(), per_lang["lang_count"].to_pylist())),
+        "captions_per_language": {row["lang"]: row["captions"] for row in per_lang},
+        "scores_per_language": {row.pop("lang"): row for row in per_lang},
         "errors_by_type": errors_by_type,
         "fingerprints": sorted({f"{lang}:{fp}" for s in shards for lang, fp in s.fingerprints.items()}),
         "runs": output.run_records(out, options),

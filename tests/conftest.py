@@ -192,6 +192,16 @@ def s3_server():
             os.environ[key] = value
 
 
+@pytest.fixture(scope="session")
+def local_ray(s3_server):
+    """One local Ray for the tests that run the job in-process; started after the S3 credentials are set."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def s3(s3_server):
     """An s3fs filesystem on the local server, with a fresh bucket per test."""

@@ -4,21 +4,12 @@ import math
 
 import pyarrow.dataset as pads
 import pytest
-import ray
 
 from captioner import pipeline, schema
 from captioner.config import GenerationConfig, InputConfig, ModelConfig, ResourceConfig, RunConfig, StorageConfig
 from conftest import BAD, GOOD, jpeg_bytes
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray(s3_server):
-    """One local Ray for the module; started after the S3 credentials are in the environment."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def _config(tiny_model, input_uri, output, endpoint=None, **kwargs):

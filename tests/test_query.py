@@ -17,3 +17,139 @@ def test_stats_add_up_markers_and_runs(tmp_path):
     assert (stats["images_processed"], stats["captioned"], stats["failed"]) == (3, 2, 1)
     assert stats["captions_per_language"] == {"en": 2, "fr": 2}
     assert stats["errors_by_type"] == {"truncated": 1} and stats["fingerprints"] == ["en:f", "fr:f"]
+
+
+# Over real output written by the job, locally and on the S3 server.
+
+import csv  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.dataset as pads  # noqa: E402
+import pytest  # noqa: E402
+
+from captioner import cli, pipeline  # noqa: E402
+from captioner.config import GenerationConfig, InputConfig, ModelConfig, RunConfig, StorageConfig  # noqa: E402
+from conftest import build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def job_output(local_ray, tmp_path_factory, s3_server):
+    """One real run, en + fr natively, written both to a folder and to a bucket on the local S3 server."""
+    import s3fs
+
+    from conftest import BAD, jpeg_bytes
+
+    root = tmp_path_factory.mktemp("query")
+    model = build_tiny_model(root / "model", languages=("en", "fr"))
+    photos = root / "photos"
+    photos.mkdir()
+    for i in range(8):
+        (photos / f"{'cat' if i % 3 == 0 else 'img'}{i}.jpg").write_bytes(jpeg_bytes(i))
+    for name in BAD:
+        (photos / name).write_bytes(b"")
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server, skip_instance_cache=True)
+    fs.mkdir("query-bucket")
+    outputs = {"local": str(root / "out"), "s3": "s3://query-bucket/out"}
+    for out in outputs.values():
+        pipeline.run(RunConfig(input=InputConfig(str(photos)), output=out, model=ModelConfig(name=str(model)),
+                               generation=GenerationConfig(max_new_tokens=5), languages=("en", "fr"),
+                               storage=StorageConfig(endpoint_url=s3_server)))
+    return outputs, s3_server
+
+
+@pytest.fixture(params=["local", "s3"])
+def written(request, job_output):
+    outputs, endpoint = job_output
+    out = outputs[request.param]
+    options = {"endpoint_url": endpoint} if out.startswith("s3://") else {}
+    flags = ["--endpoint-url", endpoint] if out.startswith("s3://") else []
+    return out, options, flags
+
+
+def _raw(out, options):
+    """The same rows read without captioner: a plain pyarrow dataset over the files."""
+    from captioner import storage
+
+    fs, root = storage.filesystem(out, options)
+    return pads.dataset(root + "/captions", filesystem=fs, format="parquet", partitioning="hive").to_table()
+
+
+def _keys(rows):
+    return sorted((r["uri"], r["lang"]) for r in rows)
+
+
+def _filters(raw):
+    """Each filter with the same selection done in pyarrow, built from the data so none matches nothing."""
+    word = raw["caption"][0].as_py().split()[0]
+    median = sorted(raw["score"].to_pylist())[raw.num_rows // 2]
+    return {
+        "lang": (query.Filter(lang=("fr",)), pc.equal(raw["lang"], "fr")),
+        "min-score": (query.Filter(min_score=median), pc.greater_equal(raw["score"], median)),
+        "contains": (query.Filter(contains=word.upper()), pc.match_substring(raw["caption"], word, ignore_case=True)),
+        "uri": (query.Filter(uri_glob="*/cat*.jpg"), pc.match_substring_regex(raw["uri"], r"/cat[^/]*\.jpg$")),
+        "lang+contains": (query.Filter(lang=("en",), contains=word),
+                          pc.and_(pc.equal(raw["lang"], "en"), pc.match_substring(raw["caption"], word))),
+        "no match": (query.Filter(contains="zebra crossing"), pc.match_substring(raw["caption"], "zebra crossing")),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lang", "min-score", "contains", "uri", "lang+contains", "no match"])
+def test_each_filter_returns_exactly_the_expected_rows(written, kind):
+    out, options, _ = written
+    raw = _raw(out, options)
+    where, mask = _filters(raw)[kind]
+    want = _keys(raw.filter(mask).to_pylist())
+    got = _keys(query.select(out, where, options=options).read_all().to_pylist())
+    assert got == want
+    assert (len(want) == 0) == (kind == "no match")
+
+
+@pytest.mark.slow
+def test_sql_equals_the_same_filter_in_pyarrow(written):
+    out, options, _ = written
+    raw = _raw(out, options)
+    want = raw.filter(pc.and_(pc.equal(raw["lang"], "fr"), pc.greater_equal(raw["score"], -3.0)))
+    got = query.sql(out, "SELECT uri, lang, caption FROM captions WHERE lang = 'fr' AND score >= -3.0",
+                    options).read_all()
+    assert sorted(got.to_pylist(), key=str) == sorted(want.select(["uri", "lang", "caption"]).to_pylist(), key=str)
+    kinds = query.sql(out, "SELECT error_type, count(*) AS n FROM errors GROUP BY 1 ORDER BY 1", options).read_all()
+    assert kinds.to_pylist() == [{"error_type": "empty", "n": 3}]
+
+
+@pytest.mark.slow
+def test_cli_json_and_csv_parse_back_to_the_same_rows(written, capsysbinary):
+    out, options, flags = written
+    want = sorted(_raw(out, options).filter(pc.equal(_raw(out, options)["lang"], "en"))
+                  .select(["uri", "caption"]).to_pylist(), key=str)
+    assert cli.main(["query", out, "--lang", "en", "--columns", "uri,caption", "--format", "json", *flags]) == 0
+    lines = capsysbinary.readouterr().out.decode().splitlines()
+    assert sorted((json.loads(line) for line in lines), key=str) == want
+    assert cli.main(["query", out, "--lang", "en", "--columns", "uri,caption", "--format", "csv", *flags]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsysbinary.readouterr().out.decode())))
+    assert sorted(rows, key=str) == want
+
+
+@pytest.mark.slow
+def test_bad_queries_are_one_line_errors(written, caplog):
+    out, _, flags = written
+    for args in (["--sql", "SELEKT 1"], ["--columns", "uri,nope"], ["--errors", "--lang", "en"],
+                 ["--format", "parquet"]):
+        caplog.clear()
+        assert cli.main(["query", out, *args, *flags]) == 2, args
+        ours = [r for r in caplog.records if r.name == "captioner"]
+        assert len(ours) == 1 and "\n" not in ours[0].getMessage() and "Traceback" not in caplog.text, args
+
+
+@pytest.mark.slow
+def test_limit_and_parquet_file(written, tmp_path):
+    out, _, flags = written
+    target = tmp_path / "fr.parquet"
+    assert cli.main(["query", out, "--lang", "fr", "--limit", "3", "--format", "parquet", "--out", str(target),
+                     *flags]) == 0
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(target)
+    assert table.num_rows == 3 and set(table["lang"].to_pylist()) == {"fr"}

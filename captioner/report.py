@@ -1,0 +1,161 @@
+"""One self-contained HTML page to look at an output: thumbnails beside their captions, score histograms,
+the error table and the runs. Everything is inline (images as data URIs, charts as SVG): it opens from disk
+in any browser, with no server.
+"""
+
+import base64
+import html
+import io
+import logging
+
+from PIL import Image
+
+from . import query, storage
+from .config import StorageConfig
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL = 192  # longest side of a thumbnail, in pixels
+BINS = 20  # histogram bars per language
+
+SAMPLE = """
+    SELECT uri, lang, caption, score, clip_score, producer FROM captions
+    WHERE uri IN (SELECT DISTINCT uri FROM captions ORDER BY hash(uri) LIMIT {n})
+    ORDER BY hash(uri), lang
+"""
+HISTOGRAM = """
+    WITH bounds AS (SELECT min(score) AS lo, max(score) AS hi FROM captions)
+    SELECT lang, least(floor((score - lo) / greatest(hi - lo, 1e-9) * {bins}), {bins} - 1)::INT AS bin,
+           count(*) AS n, any_value(lo) AS lo, any_value(hi) AS hi
+    FROM captions, bounds GROUP BY lang, bin ORDER BY lang, bin
+"""
+ERRORS = "SELECT uri, error_type, error, attempt FROM errors ORDER BY error_type, uri LIMIT {n}"
+
+
+def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -> str:
+    """The report page for ``out``: a deterministic sample of ``images`` images, and up to ``errors`` errors."""
+    options = store.options(out)
+    stats = query.stats(out, options)
+    sample = query.sql(out, SAMPLE.format(n=int(images)), options).read_all().to_pylist()
+    histogram = query.sql(out, HISTOGRAM.format(bins=BINS), options).read_all().to_pylist()
+    failures = query.sql(out, ERRORS.format(n=int(errors)), options).read_all().to_pylist()
+    body = [
+        f"<h1>captioner report: {_e(out)}</h1>",
+        _summary(stats),
+        "<h2>Captions</h2>",
+        _gallery(sample, store),
+        "<h2>Scores</h2><p>Mean token log-probability of each caption; higher is more confident.</p>",
+        _histograms(histogram),
+        "<h2>Errors</h2>",
+        _errors(stats, failures),
+        "<h2>Runs</h2>",
+        _runs(stats["runs"]),
+    ]
+    return PAGE.format(title=_e(f"captioner report: {out}"), body="\n".join(body))
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _summary(stats: dict) -> str:
+    per_lang = ", ".join(f"{_e(k)} {v}" for k, v in sorted(stats["captions_per_language"].items()))
+    return (f"<p class=summary>{stats['images_processed']} images: {stats['captioned']} captioned, "
+            f"{stats['failed']} failed. Captions per language: {per_lang or 'none'}.</p>")
+
+
+def _thumbnail(uri: str, store: StorageConfig) -> str:
+    """A data URI of a small JPEG of the image, or an empty string where it cannot be read."""
+    try:
+        with Image.open(io.BytesIO(storage.read_bytes(uri, store.options(uri)))) as img:
+            img.draft("RGB", (THUMBNAIL, THUMBNAIL))
+            thumb = img.convert("RGB")
+            thumb.thumbnail((THUMBNAIL, THUMBNAIL))
+            buf = io.BytesIO()
+            thumb.save(buf, format="JPEG", quality=80)
+    except Exception as exc:  # a missing or unreadable image only loses its thumbnail
+        log.warning("no thumbnail for %s: %s", uri, exc)
+        return ""
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _gallery(rows: list[dict], store: StorageConfig) -> str:
+    by_image: dict[str, list[dict]] = {}
+    for row in rows:
+        by_image.setdefault(row["uri"], []).append(row)
+    cards = []
+    for uri, captions in by_image.items():
+        src = _thumbnail(uri, store)
+        picture = f'<img src="{src}" alt="{_e(uri)}">' if src else '<div class=missing>image unavailable</div>'
+        lines = "".join(
+            f'<li><b>{_e(c["lang"])}</b> <span class=caption>{_e(c["caption"])}</span> '
+            f'<small>score {c["score"]:.2f}'
+            + (f', CLIP {c["clip_score"]:.2f}' if c["clip_score"] is not None else "")
+            + (f', via {_e(c["producer"])}' if c["producer"] != "native" else "")
+            + "</small></li>"
+            for c in captions
+        )
+        cards.append(f'<figure class=card>{picture}<figcaption><code>{_e(uri)}</code><ul>{lines}</ul>'
+                     f'</figcaption></figure>')
+    return f"<div class=gallery>{''.join(cards)}</div>" if cards else "<p>No captions yet.</p>"
+
+
+def _histograms(rows: list[dict]) -> str:
+    charts = []
+    for lang in sorted({r["lang"] for r in rows}):
+        counts = [0] * BINS
+        lo = hi = 0.0
+        for r in rows:
+            if r["lang"] == lang:
+                counts[r["bin"]] = r["n"]
+                lo, hi = r["lo"], r["hi"]
+        top = max(counts) or 1
+        bars = "".join(
+            f'<rect x="{i * 12}" y="{100 - 100 * n / top:.1f}" width="10" height="{100 * n / top:.1f}">'
+            f"<title>{n}</title></rect>"
+            for i, n in enumerate(counts)
+        )
+        charts.append(f'<figure class=chart><svg viewBox="0 0 {BINS * 12} 100" width="{BINS * 12}" height="100" '
+                      f'role="img" aria-label="scores {_e(lang)}">{bars}</svg><figcaption>{_e(lang)}: '
+                      f"{lo:.2f} to {hi:.2f}</figcaption></figure>")
+    return "".join(charts) or "<p>No scores yet.</p>"
+
+
+def _errors(stats: dict, rows: list[dict]) -> str:
+    if not rows:
+        return "<p>No errors.</p>"
+    kinds = "".join(f"<li>{_e(k)}: {n}</li>" for k, n in sorted(stats["errors_by_type"].items(), key=lambda kv: -kv[1]))
+    table = "".join(f"<tr><td><code>{_e(r['uri'])}</code></td><td>{_e(r['error_type'])}</td><td>{_e(r['error'])}</td>"
+                    f"<td>{r['attempt']}</td></tr>" for r in rows)
+    return (f"<ul>{kinds}</ul><table class=errors><tr><th>uri</th><th>type</th><th>message</th><th>attempt</th></tr>"
+            f"{table}</table>")
+
+
+def _runs(runs: list[dict]) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(r['run_id'])}</td><td>{_e(r['status'])}</td><td>{r['images']}</td><td>{r['failed']}</td>"
+        f"<td>{r['elapsed_s']:.1f} s</td><td>{r['images_per_s']:.1f}</td></tr>"
+        for r in runs
+    )
+    return ("<table><tr><th>run</th><th>status</th><th>images</th><th>failed</th><th>elapsed</th><th>images/s</th>"
+            f"</tr>{rows}</table>")
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
+.gallery {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 1em; }}
+.card {{ margin: 0; border: 1px solid #ddd; border-radius: 6px; padding: .5em; }}
+.card img {{ display: block; max-width: 100%; margin: 0 auto; }}
+.card ul {{ list-style: none; padding: 0; margin: .3em 0 0; }}
+.card code {{ font-size: 11px; word-break: break-all; color: #666; }}
+.missing {{ height: 120px; background: #eee; display: grid; place-items: center; color: #888; }}
+.chart {{ display: inline-block; margin: 0 2em 1em 0; }}
+.chart rect {{ fill: #4a7bd0; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ddd; padding: .2em .5em; text-align: left; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
