@@ -148,7 +148,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
 .gallery {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 1em; }}
 .card {{ margin: 0; border: 1px solid #ddd; border-radius: 6px; padding: .5em; }}
 .card img {{ display: block; max-width: 100%; margin: 0 auto; }}
-.card ul {{ list-style: none; padding: 0; margin: .3em 0 0; }}
+.card ul {{ list-style: none; padding: 0; margin: .3em 0 0; overflow-wrap: anywhere; }}
 .card code {{ font-size: 11px; word-break: break-all; color: #666; }}
 .missing {{ height: 120px; background: #eee; display: grid; place-items: center; color: #888; }}
 .chart {{ display: inline-block; margin: 0 2em 1em 0; }}

@@ -1,0 +1,74 @@
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from captioner import report, writer
+from captioner.config import StorageConfig
+from conftest import jpeg_bytes
+from test_writer import image_results
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture
+def output_with_images(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    uris = []
+    for i in range(3):
+        (photos / f"p{i}.jpg").write_bytes(jpeg_bytes(i, size=(400, 300)))
+        uris.append(str(photos / f"p{i}.jpg"))
+    uris.append(str(photos / "gone.jpg"))  # captioned once, deleted since: the report must still render
+    batch = image_results(uris + [str(photos / "bad.jpg")], failed={str(photos / "bad.jpg"): "truncated"})
+    rows = batch.to_pylist()
+    rows[0]["results"][0]["caption"] = "<script>alert(1)</script> a red circle"
+    writer.write_shard(type(batch).from_pylist(rows, schema=batch.schema), str(tmp_path / "out"))
+    return tmp_path / "out"
+
+
+def test_report_is_self_contained_and_escaped(output_with_images):
+    page = report.render(str(output_with_images), StorageConfig())
+    assert page.count('<img src="data:image/jpeg;base64,') == 3
+    assert "image unavailable" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<svg" in page and "truncated" in page
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+
+def _chromium() -> str:
+    """Debian's Chromium, installed by the test set-up when missing (root and apt-get needed)."""
+    if not shutil.which("chromium") and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=False, capture_output=True)
+    path = shutil.which("chromium")
+    if not path:
+        pytest.skip("Chromium is not installed and apt-get could not install it")
+    return path
+
+
+@pytest.mark.slow
+def test_report_shows_images_and_captions_in_chromium(output_with_images, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    page_file = tmp_path / "report.html"
+    page_file.write_text(report.render(str(output_with_images), StorageConfig()), encoding="utf-8")
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--disable-quic"]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=flags, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(page_file.as_uri())
+        images = page.locator(".card img")
+        assert images.count() == 3
+        for i in range(3):
+            assert images.nth(i).is_visible()
+            assert images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+        captions = page.locator(".caption")
+        assert captions.count() == 8 and all(captions.nth(i).is_visible() for i in range(8))
+        assert "a red circle" in page.inner_text("body")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
