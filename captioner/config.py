@@ -156,6 +156,10 @@ class RunConfig:
             raise ConfigError(f"--num-candidates must be at least 1, got {self.num_candidates}")
         if self.num_candidates > 1 and not self.clip_model:
             raise ConfigError("--num-candidates keeps the candidate with the best CLIP score: pass --clip-model too")
+        if self.generation.do_sample and 1 < self.generation.num_beams < self.num_candidates:
+            raise ConfigError("sampled beam search returns at most --num-beams candidates: raise --num-beams to "
+                              "--num-candidates, or use --num-beams 1")
+        self.resources.validate(float("inf"), float("inf"))
         extra = sorted(set(dict(self.translate)) - set(self.languages))
         if extra:
             raise ConfigError(f"--translate names {', '.join(extra)}, which --languages does not list")
@@ -185,10 +189,13 @@ class RunConfig:
     def fingerprints(self) -> dict[str, str]:
         """Per language, a short hash of everything that shapes its captions: the captioner and its generation
         settings, CLIP best-of-N, and the language's producer. Adding a language leaves the others' alone."""
+        generation = asdict(self.generation)
+        if not self.generation.do_sample:
+            del generation["seed"]  # greedy and beam search do not use it
         base = {
             "model": self.model.name,
             "revision": self.model.revision,
-            "generation": asdict(self.generation),
+            "generation": generation,
             "clip_model": self.clip_model if self.num_candidates > 1 else None,
             "num_candidates": self.num_candidates,
         }

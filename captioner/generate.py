@@ -20,6 +20,8 @@ from .config import GenerationConfig
 from .model import Captioner, ImageSpec, Loaded, Scorer
 from .schema import NATIVE
 
+TRANSLATION_LENGTH = 2  # a translation may run to this many times the caption's token budget
+
 
 @dataclass(frozen=True)
 class Caption:
@@ -138,8 +140,9 @@ def _search(generation: GenerationConfig, num_candidates: int) -> dict:
     """generate() settings: greedy, beam or sampling, returning ``num_candidates`` sequences per input."""
     settings = {"max_new_tokens": generation.max_new_tokens, "num_return_sequences": num_candidates}
     if generation.do_sample:
+        # top_k=0: nucleus sampling as documented, without transformers' default top-50 cut
         settings.update(do_sample=True, temperature=generation.temperature or 1.0, top_p=generation.top_p or 1.0,
-                        num_beams=generation.num_beams)
+                        top_k=0, num_beams=generation.num_beams)
     else:
         settings["num_beams"] = max(generation.num_beams, num_candidates)
     return settings
@@ -172,7 +175,7 @@ def _best_of(scorer: Scorer, clip_pixels: np.ndarray, candidates: list[Caption],
 
 @torch.inference_mode()
 def translate(translator: Loaded, texts: Sequence[str], lang: str, generation: GenerationConfig) -> list[Caption]:
-    """Translate a batch (beam or greedy, never sampled), scored like captions under the translation model."""
+    """Translate a batch with the model's own search settings (never sampled), scored like captions."""
     if not texts:
         return []
     prefix = f">>{lang}<<"  # multi-target Marian models pick the language with a prefix token
@@ -180,12 +183,14 @@ def translate(translator: Loaded, texts: Sequence[str], lang: str, generation: G
         texts = [f"{prefix} {text}" for text in texts]
     inputs = translator.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
                                   max_length=translator.model.config.max_position_embeddings).to(translator.device)
-    encoded = translator.model.get_encoder()(**inputs)
+    encoded = translator.model.get_encoder()(**inputs).last_hidden_state  # (B, S, D)
     sequences = translator.model.generate(
-        encoder_outputs=encoded, attention_mask=inputs.attention_mask,
-        max_new_tokens=generation.max_new_tokens, num_beams=generation.num_beams,
-    )  # (B, 1 + T): decoder start, then the translation
-    scores = _mean_logprob(translator, sequences, 1, encoder_outputs=encoded, attention_mask=inputs.attention_mask)
+        # generate() expands what it is given in place for beam search: hand it its own wrapper
+        encoder_outputs=BaseModelOutput(last_hidden_state=encoded), attention_mask=inputs.attention_mask,
+        max_new_tokens=TRANSLATION_LENGTH * generation.max_new_tokens,
+    )  # (B, 1 + T): decoder start, then the translation; beam size from the model's own generation config
+    scores = _mean_logprob(translator, sequences, 1, encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+                           attention_mask=inputs.attention_mask)
     out = translator.tokenizer.batch_decode(sequences[:, 1:], skip_special_tokens=True)
     return [Caption(text.strip(), score, producer=translator.name) for text, score in zip(out, scores)]
 

@@ -2,6 +2,7 @@
 
 import io
 import logging
+import os
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,14 +44,17 @@ def _read_manifest_file(uri: str, options: dict | None) -> pa.Table:
     """A Parquet/CSV file with a ``uri`` column (and optionally size, etag), or a text file of URIs."""
     data = storage.read_bytes(uri, options)
     if uri.lower().endswith(".txt"):
-        uris = [line.strip() for line in data.decode("utf-8").splitlines()]
+        uris = [line.strip() for line in data.decode("utf-8-sig").splitlines()]
         table = pa.table({schema.URI: [u for u in uris if u and not u.startswith("#")]})
     elif uri.lower().endswith(".csv"):
-        table = pcsv.read_csv(io.BytesIO(data))
+        as_text = {schema.URI: pa.string(), schema.ETAG: pa.string()}  # never let CSV type inference touch them
+        table = pcsv.read_csv(io.BytesIO(data), convert_options=pcsv.ConvertOptions(column_types=as_text))
     else:
         table = pq.read_table(io.BytesIO(data))
     if schema.URI not in table.column_names:
         raise InputError(f"manifest {uri!r} has no {schema.URI!r} column; columns are {table.column_names}")
+    table = table.set_column(table.column_names.index(schema.URI), schema.URI,
+                             pa.array([_absolute(u) for u in table[schema.URI].to_pylist()], pa.string()))
     columns = {}
     for field in schema.MANIFEST:
         if field.name in table.column_names:
@@ -58,6 +62,11 @@ def _read_manifest_file(uri: str, options: dict | None) -> pa.Table:
         else:
             columns[field.name] = pa.nulls(table.num_rows, field.type)
     return pa.table(columns, schema=schema.MANIFEST).combine_chunks()
+
+
+def _absolute(uri: str) -> str:
+    """The URI a listing would give: relative local paths made absolute, so every worker can open them."""
+    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def pending(
@@ -93,17 +102,21 @@ def pending(
 def with_source_captions(todo: pa.Table, captions: pads.Dataset, lang: str) -> pa.Table:
     """Attach each image's stored ``lang`` caption, so a language added later translates what is written."""
     stored = captions.to_table(
-        columns=[*schema.IDENTITY, schema.CAPTION],
+        columns=[*schema.IDENTITY, schema.CAPTION, schema.RUN_ID],
         filter=(pc.field(schema.LANG) == lang) & pc.field(schema.URI).isin(todo[schema.URI]),
     )
     keys = _keys(todo)
-    stored = stored.select([*keys, schema.CAPTION]).rename_columns([*keys, schema.SOURCE_CAPTION])
+    # one stored caption per image: the latest run's, should several runs have written this language
+    stored = stored.sort_by([(schema.RUN_ID, "descending")])
+    stored = stored.group_by(keys, use_threads=False).aggregate([(schema.CAPTION, "first")])
+    stored = stored.rename_columns([*keys, schema.SOURCE_CAPTION])
     return todo.join(stored, keys, join_type="left outer").sort_by(schema.URI)
 
 
 def _keys(table: pa.Table) -> list[str]:
-    """Identity columns to match on: the URI, and size and etag where the listing knows them."""
-    return [c for c in schema.IDENTITY if c == schema.URI or table[c].null_count < table.num_rows]
+    """Identity columns to match on: the URI, and size and etag where the listing knows them for every row
+    (joins never match nulls, so a partly filled column cannot be a key)."""
+    return [c for c in schema.IDENTITY if c == schema.URI or table[c].null_count == 0]
 
 
 def _cross(table: pa.Table, languages: tuple[str, ...]) -> pa.Table:

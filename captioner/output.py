@@ -8,6 +8,8 @@ a data file and its marker can never show a row twice; the next run deletes such
 import json
 import logging
 import os
+import posixpath
+import re
 import socket
 import threading
 import time
@@ -15,6 +17,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from . import schema, storage
@@ -22,6 +25,8 @@ from . import schema, storage
 log = logging.getLogger(__name__)
 
 LEASE_TTL_S = 60.0  # a lease not refreshed for this long belongs to a dead run
+LEASE_SETTLE_S = 1.0  # wait before checking a new lease is still ours, so two starting runs see each other
+_OURS = re.compile(r"^(part-[0-9a-f]{24}\.parquet|\.tmp-.*)$")  # the data files captioner writes
 
 
 class OutputBusy(RuntimeError):
@@ -53,10 +58,37 @@ def committed(output: str, options: dict | None = None) -> list[Shard]:
         return []
     paths = sorted(p for p in fs.find(folder) if p.endswith(".json"))
     shards = []
-    for data in fs.cat(paths, on_error="omit").values():
+    for data in fs.cat(paths, on_error="raise").values():  # a partial view could delete a committed shard
         record = json.loads(data)
         shards.append(Shard(**{**record, "files": tuple(record["files"])}))
     return shards
+
+
+def drop_rows(output: str, shards: list[Shard], files: set[str], superseded: pa.Table,
+              options: dict | None = None) -> int:
+    """Remove from ``files`` the rows whose (uri, lang) is in ``superseded``: rows replaced by newer ones.
+
+    Each file is rewritten atomically without those rows, or taken out of its shard when none are left;
+    rows of images the new run did not cover stay. Returns the number of rows removed.
+    """
+    fs, root = storage.filesystem(output, options)
+    removed = 0
+    emptied = set()
+    for path in sorted(files):
+        lang = file_lang(path)
+        gone = pc.field(schema.URI).isin(superseded.filter(pc.equal(superseded[schema.LANG], lang))[schema.URI])
+        table = pads.dataset(storage.join(root, path), filesystem=fs, format="parquet").to_table()
+        kept = table.filter(~gone)
+        if kept.num_rows == table.num_rows:
+            continue
+        removed += table.num_rows - kept.num_rows
+        if kept.num_rows:
+            storage.write_parquet_atomic(storage.join(output, path), kept, options)
+        else:
+            emptied.add(path)
+    if emptied:
+        remove_files(output, shards, emptied, options)
+    return removed
 
 
 def file_lang(path: str) -> str | None:
@@ -86,7 +118,10 @@ def remove_files(output: str, shards: list[Shard], files: set[str], options: dic
 
 
 def remove_orphans(output: str, shards: list[Shard], options: dict | None = None) -> int:
-    """Delete data files no marker lists: the leftovers of a run that died between a file and its marker."""
+    """Delete data files no marker lists: the leftovers of a run that died between a file and its marker.
+
+    Only files named the way captioner names them are touched, never anything else found under OUTPUT.
+    """
     fs, root = storage.filesystem(output, options)
     listed = {f for s in shards for f in s.files}
     orphans = []
@@ -95,7 +130,7 @@ def remove_orphans(output: str, shards: list[Shard], options: dict | None = None
         if fs.exists(base):
             for path in fs.find(base):
                 relative = path[len(root.rstrip("/")) + 1:]
-                if relative not in listed:
+                if relative not in listed and _OURS.match(posixpath.basename(path)):
                     orphans.append(path)
     if orphans:
         log.info("removing %d uncommitted files left by an interrupted run", len(orphans))
@@ -161,6 +196,7 @@ class Lease:
         self.record = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lost = False  # set when another run took the lease over; the holder must stop writing
 
     def _read(self) -> dict | None:
         fs, path = storage.filesystem(self.path, self.options)
@@ -191,15 +227,24 @@ class Lease:
                 f"wait for it to finish, or stop it (its lease lapses {LEASE_TTL_S:.0f} s after it stops)"
             )
         self._write()
-        if self._read()["token"] != self.record["token"]:  # lost a race with another starting run
+        time.sleep(LEASE_SETTLE_S)
+        if not self._owned():  # lost a race with another starting run
             raise OutputBusy("another run took this output at the same moment; rerun when it has finished")
         self._thread = threading.Thread(target=self._heartbeat, daemon=True, name="captioner-lease")
         self._thread.start()
         return self
 
+    def _owned(self) -> bool:
+        holder = self._read()
+        return bool(holder) and holder["token"] == self.record["token"]
+
     def _heartbeat(self) -> None:
         while not self._stop.wait(LEASE_TTL_S / 4):
             try:
+                if not self._owned():
+                    self.lost = True
+                    log.error("another run took over the lease on this output; stopping")
+                    return
                 self._write()
             except Exception:  # a missed beat is retried; losing the lease needs several
                 log.warning("could not refresh the output lease", exc_info=True)
@@ -208,9 +253,8 @@ class Lease:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        fs, path = storage.filesystem(self.path, self.options)
-        holder = self._read()
-        if holder and holder["token"] == self.record["token"]:
+        if self._owned():
+            fs, path = storage.filesystem(self.path, self.options)
             fs.rm(path)
 
 
@@ -226,5 +270,5 @@ def run_records(output: str, options: dict | None = None) -> list[dict]:
     if not fs.exists(folder):
         return []
     paths = [p for p in fs.find(folder) if p.endswith("/run.json")]
-    records = [json.loads(data) for data in fs.cat(paths, on_error="omit").values()]
+    records = [json.loads(data) for data in fs.cat(paths, on_error="raise").values()]
     return sorted(records, key=lambda r: r[schema.RUN_ID])

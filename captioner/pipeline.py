@@ -58,7 +58,7 @@ def run(config: RunConfig) -> RunSummary:
                          settings=_settings(config))
     images = _model_inputs(config)
     opts = config.storage.options(config.output)
-    with output.Lease(config.output, summary.run_id, opts):
+    with output.Lease(config.output, summary.run_id, opts) as lease:
         shards = output.committed(config.output, opts)
         output.remove_orphans(config.output, shards, opts)
         others = output.conflicts(shards, config.fingerprints())
@@ -74,12 +74,10 @@ def run(config: RunConfig) -> RunSummary:
         output.write_run_record(config.output, summary.run_id, _record(summary), opts)
         try:
             if todo.num_rows:
-                _execute(config, images, todo, summary, started)
+                _execute(config, images, todo, summary, started, lease)
             _check_error_rate(config, summary, final=True)
             if config.mode == "overwrite" and others:
-                replaced = set().union(*others.values())
-                log.info("replacing %d caption files written with other settings", len(replaced))
-                output.remove_files(config.output, shards, replaced, opts)
+                _replace(config, others)
             summary.status = "succeeded"
         except BaseException:
             summary.status = "failed"
@@ -88,6 +86,16 @@ def run(config: RunConfig) -> RunSummary:
             summary.elapsed_s = time.monotonic() - started
             output.write_run_record(config.output, summary.run_id, _record(summary), opts)
     return summary
+
+
+def _replace(config: RunConfig, others: dict[str, set[str]]) -> None:
+    """Overwrite mode, after success: drop the old rows of every (image, language) that now has a new one."""
+    opts = config.storage.options(config.output)
+    shards = output.committed(config.output, opts)
+    superseded = output.captions(config.output, shards, opts, config.fingerprints()).to_table(
+        columns=[schema.URI, schema.LANG])
+    removed = output.drop_rows(config.output, shards, set().union(*others.values()), superseded, opts)
+    log.info("overwrite: removed %d rows made with other settings", removed)
 
 
 def _model_inputs(config: RunConfig) -> dict[str, model.ImageSpec]:
@@ -140,7 +148,7 @@ def _check_error_rate(config: RunConfig, summary: RunSummary, final: bool = Fals
 
 
 def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Table, summary: RunSummary,
-             started: float) -> None:
+             started: float, lease: output.Lease) -> None:
     _init_ray()
     cluster = ray.cluster_resources()
     res = config.resources.resolve(cluster.get("CPU", 1.0), cluster.get("GPU", 0.0))
@@ -175,6 +183,9 @@ def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Tab
         batch_size=res.rows_per_file,
         batch_format="pyarrow",
         num_cpus=0.25,
+        # a failed PUT is worth retrying: shard names are deterministic, so a retry replaces its own files
+        max_retries=3,
+        retry_exceptions=[OSError],
     )
     progress = _Progress(todo.num_rows)
     for counts in ds.iter_rows():
@@ -184,6 +195,8 @@ def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Tab
             setattr(summary, key, getattr(summary, key) + int(counts[key]))
         progress.update(summary.images)
         _check_error_rate(config, summary)
+        if lease.lost:
+            raise RunFailed("another run took over this output's lease; stopping so that only one run writes")
 
 
 def _init_ray() -> None:

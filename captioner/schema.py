@@ -50,7 +50,7 @@ COMMITS_DIR = "_commits"
 LEASE_FILE = "_lease.json"
 
 # Error types worth another try on the next run without --retry-errors: the store, not the image, failed.
-TRANSIENT_ERRORS = frozenset({"read_error"})
+TRANSIENT_ERRORS = frozenset({"read_error", "changed", "caption_error"})
 
 MANIFEST = pa.schema(
     [

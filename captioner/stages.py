@@ -36,8 +36,12 @@ def read_and_decode(
     height = np.zeros(n, dtype=np.int32)
     error_type = np.full(n, None, dtype=object)
     error = np.full(n, None, dtype=object)
+    sizes = np.array([_plain(v) for v in batch[schema.SIZE]], dtype=object)
+    etags = np.array([_plain(v) for v in batch[schema.ETAG]], dtype=object)
     for i, uri in enumerate(batch[schema.URI]):
         try:
+            if etags[i] is None:  # a manifest that named only the URI: record the identity that was read
+                sizes[i], etags[i] = storage.identity(uri, store.options(uri))
             data = _read(uri, store)
         except FileNotFoundError as exc:
             error_type[i], error[i] = "not_found", f"object is gone: {exc}"
@@ -48,6 +52,9 @@ def read_and_decode(
         except Exception as exc:  # any other store failure is this image's error, not the batch's
             error_type[i], error[i] = "read_error", f"{type(exc).__name__}: {exc}"
             continue
+        if sizes[i] is not None and len(data) != sizes[i]:
+            error_type[i], error[i] = "changed", f"object is {len(data)} bytes now, {sizes[i]} when listed"
+            continue
         result = decode(data, [images[c].resize for c in columns])
         if isinstance(result, DecodeFailure):
             error_type[i], error[i] = result.error_type, result.message
@@ -55,9 +62,8 @@ def read_and_decode(
         for column, array in zip(columns, result.pixels):
             pixels[column][i] = array
         width[i], height[i] = result.width, result.height
-    passed = {key: batch[key] for key in batch
-              if key in (*schema.IDENTITY, schema.LANGS, schema.ATTEMPT, schema.SOURCE_CAPTION)}
-    return {**passed, **pixels, schema.WIDTH: width, schema.HEIGHT: height,
+    passed = {key: batch[key] for key in batch if key in (schema.URI, schema.LANGS, schema.ATTEMPT, schema.SOURCE_CAPTION)}
+    return {**passed, schema.SIZE: sizes, schema.ETAG: etags, **pixels, schema.WIDTH: width, schema.HEIGHT: height,
             schema.ERROR_TYPE: error_type, schema.ERROR: error}
 
 
@@ -96,23 +102,40 @@ class CaptionActor:
         self.fingerprints = config.fingerprints()
         log.info("loaded %s on %s (%s)", config.model.name, self.models.captioner.device, self.models.captioner.dtype)
 
+    def _describe(self, batch: dict[str, np.ndarray], rows: np.ndarray,
+                  seed: int | None) -> list[dict[str, generate.Caption]]:
+        return generate.describe(
+            self.models,
+            batch[schema.PIXELS][rows],
+            [str(langs).split(",") for langs in batch[schema.LANGS][rows]],
+            self.config.generation,
+            clip_pixels=batch[schema.CLIP_PIXELS][rows] if schema.CLIP_PIXELS in batch else None,
+            source_captions=list(batch[schema.SOURCE_CAPTION][rows]) if schema.SOURCE_CAPTION in batch else None,
+            num_candidates=self.config.num_candidates,
+            seed=seed,
+        )
+
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         # An all-null column reaches us as NaN floats, so "no error" is anything that is not a message.
-        ok = np.array([not isinstance(e, str) for e in batch[schema.ERROR_TYPE]], dtype=bool)
+        error_type = np.array([e if isinstance(e, str) else None for e in batch[schema.ERROR_TYPE]], dtype=object)
+        error = np.array([e if isinstance(e, str) else None for e in batch[schema.ERROR]], dtype=object)
+        ok = np.array([e is None for e in error_type], dtype=bool)
         generation = self.config.generation
         seed = None
         if generation.do_sample:  # same images, same seed: sampled captions are reproducible
             seed = zlib.crc32("\n".join(batch[schema.URI][ok]).encode(), generation.seed)
-        captions = generate.describe(
-            self.models,
-            batch[schema.PIXELS][ok],
-            [str(langs).split(",") for langs in batch[schema.LANGS][ok]],
-            generation,
-            clip_pixels=batch[schema.CLIP_PIXELS][ok] if schema.CLIP_PIXELS in batch else None,
-            source_captions=list(batch[schema.SOURCE_CAPTION][ok]) if schema.SOURCE_CAPTION in batch else None,
-            num_candidates=self.config.num_candidates,
-            seed=seed,
-        )
+        rows_ok = np.flatnonzero(ok)
+        try:
+            captions = self._describe(batch, rows_ok, seed)
+        except Exception as exc:  # a batch that cannot be captioned is retried image by image
+            log.warning("captioning a batch of %d failed (%s); retrying image by image", len(rows_ok), exc)
+            captions = []
+            for i in rows_ok:
+                try:
+                    captions += self._describe(batch, np.array([i]), seed)
+                except Exception as single:
+                    ok[i] = False
+                    error_type[i], error[i] = "caption_error", f"{type(single).__name__}: {single}"
         rows = []
         done = iter(captions)
         for i in range(len(ok)):
@@ -127,7 +150,7 @@ class CaptionActor:
                     schema.MODEL_REVISION: self.config.model.revision,
                 })
             else:
-                row.update({schema.ERROR_TYPE: batch[schema.ERROR_TYPE][i], schema.ERROR: batch[schema.ERROR][i],
+                row.update({schema.ERROR_TYPE: error_type[i], schema.ERROR: error[i],
                             schema.ATTEMPT: int(batch[schema.ATTEMPT][i]) + 1})
             rows.append(row)
         return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)

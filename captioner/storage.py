@@ -1,7 +1,6 @@
 """One path type for every store: fsspec URLs, with listing and atomic writes on top."""
 
 import io
-import logging
 import posixpath
 import uuid
 from collections.abc import Iterator
@@ -10,8 +9,6 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
-
-log = logging.getLogger(__name__)
 
 
 def filesystem(url: str, options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -53,6 +50,13 @@ def walk_files(url: str, options: dict | None = None) -> Iterator[tuple[str, int
     for path in sorted(found):
         info = found[path]
         yield full_uri(fs, path), int(info.get("size") or 0), version_tag(info)
+
+
+def identity(uri: str, options: dict | None = None) -> tuple[int, str | None]:
+    """(size, version tag) of one object, for inputs whose manifest named only the URI."""
+    fs, path = filesystem(uri, options)
+    info = fs.info(path)
+    return int(info.get("size") or 0), version_tag(info)
 
 
 def join(base: str, *parts: str) -> str:

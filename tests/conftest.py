@@ -95,6 +95,7 @@ def build_tiny_marian(path: Path) -> Path:
                           max_position_embeddings=64, pad_token_id=2, eos_token_id=0, decoder_start_token_id=2,
                           forced_eos_token_id=0)
     model = MarianMTModel(config)
+    model.generation_config.num_beams = 3  # as opus-mt models do: translations use the model's own beam size
     with torch.no_grad():  # as for the captioner: keep random translations from ending at once
         model.final_logits_bias[0, :3] = -5.0
     model.save_pretrained(path)

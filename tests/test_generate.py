@@ -98,8 +98,10 @@ def scorer(tiny_clip):
 
 
 def test_translation_is_marian_generate_with_a_score(translator):
+    """Beam search (the fixture's generation config asks for 3 beams), as a plain ``model.generate`` does it."""
+    assert translator.model.generation_config.num_beams == 3
     texts = ["a red circle", "a green star above a blue square"]
-    out = generate.translate(translator, texts, "fr", GenerationConfig(max_new_tokens=6))
+    out = generate.translate(translator, texts, "fr", GenerationConfig(max_new_tokens=3))
     inputs = translator.tokenizer(texts, return_tensors="pt", padding=True)
     reference = translator.tokenizer.batch_decode(translator.model.generate(**inputs, max_new_tokens=6),
                                                   skip_special_tokens=True)

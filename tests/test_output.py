@@ -12,12 +12,15 @@ from test_writer import image_results
 def test_committed_sees_only_marked_shards_and_orphans_go(tmp_path):
     out = str(tmp_path)
     writer.write_shard(image_results(["a", "b"], run_id="r1"), out)
-    orphan = tmp_path / "captions" / "lang=en" / "part-orphan.parquet"
-    orphan.write_bytes((tmp_path / "captions" / "lang=en").glob("part-*.parquet").__next__().read_bytes())
+    committed_file = next((tmp_path / "captions" / "lang=en").glob("part-*.parquet"))
+    orphan = tmp_path / "captions" / "lang=en" / ("part-" + "0" * 24 + ".parquet")
+    orphan.write_bytes(committed_file.read_bytes())
+    foreign = tmp_path / "captions" / "notes.parquet"  # not ours: never deleted
+    foreign.write_bytes(b"user data")
     shards = output.committed(out)
     assert len(shards) == 1
     assert output.captions(out, shards).count_rows() == 4  # the orphan's copies are not read
-    assert output.remove_orphans(out, shards) == 1 and not orphan.exists()
+    assert output.remove_orphans(out, shards) == 1 and not orphan.exists() and foreign.exists()
     assert output.remove_orphans(out, shards) == 0
 
 

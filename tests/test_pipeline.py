@@ -229,8 +229,17 @@ def test_changed_settings_refused_unless_a_mode_is_chosen(local_ray, tiny_model,
     table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
     assert set(table["fingerprint"].to_pylist()) == {greedy} and table.num_rows == GOOD
 
+    subset = tmp_path / "two.txt"  # overwrite replaces only the rows this run wrote anew
+    subset.write_text("".join(f"{image_folder / name}\n" for name in ("img0.jpg", "img1.jpg")))
+    partial = pipeline.run(_config(tiny_model, str(subset), out, generation=beams, mode="overwrite"))
+    assert partial.captioned == 2
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
+    by_uri = dict(zip(table["uri"].to_pylist(), table["fingerprint"].to_pylist()))
+    assert table.num_rows == GOOD and sorted(by_uri.values()) == sorted([beam] * 2 + [greedy] * (GOOD - 2))
+    assert by_uri[str(image_folder / "img0.jpg")] == beam
+
     overwritten = pipeline.run(_config(tiny_model, str(image_folder), out, generation=beams, mode="overwrite"))
-    assert overwritten.captioned == GOOD
+    assert overwritten.captioned == GOOD - 2
     table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
     assert set(table["fingerprint"].to_pylist()) == {beam} and table.num_rows == GOOD
 
@@ -247,3 +256,24 @@ def test_errors_retried_only_when_asked_and_error_rate_enforced(local_ray, tiny_
 
     with pytest.raises(pipeline.RunFailed, match="max-error-rate"):
         pipeline.run(_config(tiny_model, str(image_folder), str(tmp_path / "strict"), max_error_rate=0.1))
+
+
+def test_demo_model_writes_each_language_natively(local_ray, tmp_path):
+    """The bundled model, no flags: French, German and Spanish rows come from its own language tokens."""
+    from captioner import synth
+
+    photos = tmp_path / "scenes"
+    photos.mkdir()
+    for i, scene in enumerate(synth.scenes(6, seed=777, one_shape_fraction=1.0)):
+        synth.render(scene, 128).save(photos / f"scene{i}.jpg")
+    out = str(tmp_path / "out")
+    summary = pipeline.run(RunConfig(input=InputConfig(str(photos)), output=out, languages=("en", "fr", "de", "es")))
+    assert summary.captions == 24
+    english_shapes = set().union(*synth.vocabulary("en")[1].values())
+    for (uri, lang), row in _captions(out).items():
+        assert row["producer"] == "native" and row["model"].endswith("demo_model")
+        words = set(row["caption"].lower().split())
+        own_shapes = set().union(*synth.vocabulary(lang)[1].values())
+        assert words & own_shapes, (lang, row["caption"])
+        if lang != "en":
+            assert not words & (english_shapes - own_shapes), (lang, row["caption"])  # "triangle" is French too

@@ -12,7 +12,7 @@ from conftest import BAD, GOOD
 def _batch(paths, langs="en"):
     return {
         schema.URI: np.array([str(p) for p in paths], dtype=object),
-        schema.SIZE: np.arange(len(paths)),
+        schema.SIZE: np.array([p.stat().st_size if p.exists() else np.nan for p in paths]),
         schema.ETAG: np.array(["e"] * len(paths), dtype=object),
         schema.LANGS: np.array([langs] * len(paths), dtype=object),
         schema.ATTEMPT: np.zeros(len(paths), dtype=np.int32),
@@ -50,6 +50,15 @@ def test_caption_actor_writes_one_row_per_image(image_folder, tiny_model):
         else:
             assert [r[schema.LANG] for r in row[schema.RESULTS]] == ["en"] and row[schema.MODEL] == str(tiny_model)
             assert row[schema.RESULTS][0][schema.FINGERPRINT] == config.fingerprints()["en"]
+
+
+def test_an_object_changed_since_listing_is_not_captioned_under_its_old_identity(image_folder):
+    path = image_folder / "img0.jpg"
+    batch = _batch([path])
+    batch[schema.SIZE] = batch[schema.SIZE] + 1  # listed at another size
+    spec = model.ImageSpec(resize=Resize(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3, rescale=1 / 255)
+    out = stages.read_and_decode(batch, {schema.PIXELS: spec}, StorageConfig())
+    assert out[schema.ERROR_TYPE][0] == "changed"
 
 
 def test_store_hiccups_are_retried_within_the_run(monkeypatch, image_folder):
