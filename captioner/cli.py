@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__, export, pipeline, query, report
+from . import __version__, export, pipeline, query, report, schema
 from .config import (
     DEFAULT_EXTENSIONS,
     DEMO_MODEL,
@@ -28,7 +28,7 @@ from .pipeline import RunFailed
 
 log = logging.getLogger("captioner")
 
-SAMPLE_CAPTIONS = 5
+SAMPLE_CAPTIONS = 8
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -197,14 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    summary = pipeline.run(run_config(args))
+    config = run_config(args)
+    summary = pipeline.run(config)
     print(format_summary(summary))
-    options = run_config(args).storage.options(summary.output)
+    options = config.storage.options(summary.output)
     samples = query.sample(summary.output, SAMPLE_CAPTIONS, summary.run_id if summary.captions else None, options)
     if samples:
         print("\nA few captions:")
         for row in samples:
-            print(f"  [{row['lang']}] {row['caption']!r}  (score {row['score']:.2f})  {row['uri']}")
+            print(f"  [{row[schema.LANG]}] {row[schema.CAPTION]!r}  (score {row[schema.SCORE]:.2f})  {row[schema.URI]}")
     return 0
 
 

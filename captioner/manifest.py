@@ -36,7 +36,7 @@ def build(uri: str, extensions: tuple[str, ...], options: dict | None = None) ->
             f"no images found under {uri!r} (extensions: {', '.join(extensions)}); "
             "check the path, or pass --extensions"
         )
-    log.info("listed %d images under %s", table.num_rows, uri)
+    log.info("listed %d images under %s", table.num_rows, storage.redact(uri))
     return table.sort_by(schema.URI)
 
 

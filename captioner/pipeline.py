@@ -238,13 +238,13 @@ def _duration(seconds: float) -> str:
 def _settings(config: RunConfig) -> dict:
     """What the run record keeps of the config: everything but credentials-bearing storage settings."""
     return {
-        "input": config.input.uri,
-        "model": asdict(config.model),
+        "input": storage.redact(config.input.uri),
+        "model": {**asdict(config.model), "name": storage.redact(config.model.name)},
         "generation": asdict(config.generation),
         "languages": list(config.languages),
-        "translate": dict(config.translate),
+        "translate": {lang: storage.redact(name) for lang, name in config.translate},
         "source_language": config.source_language,
-        "clip_model": config.clip_model,
+        "clip_model": config.clip_model and storage.redact(config.clip_model),
         "num_candidates": config.num_candidates,
         "mode": config.mode,
         "retry_errors": config.retry_errors,

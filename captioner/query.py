@@ -113,11 +113,12 @@ def sample(out: str, limit: int, run_id: str | None = None, options: dict | None
     return rows.sort_by([(schema.URI, "ascending"), (schema.LANG, "ascending")]).slice(0, limit).to_pylist()
 
 
-SCORES_BY_LANGUAGE = """
-    SELECT lang, count(*) AS captions, min(score) AS min, quantile_cont(score, 0.1) AS p10,
-           quantile_cont(score, 0.5) AS median, quantile_cont(score, 0.9) AS p90, max(score) AS max,
-           avg(clip_score) AS mean_clip_score
-    FROM captions GROUP BY lang ORDER BY lang
+SCORES_BY_LANGUAGE = f"""
+    SELECT {schema.LANG}, count(*) AS captions, min({schema.SCORE}) AS min,
+           quantile_cont({schema.SCORE}, 0.1) AS p10, quantile_cont({schema.SCORE}, 0.5) AS median,
+           quantile_cont({schema.SCORE}, 0.9) AS p90, max({schema.SCORE}) AS max,
+           avg({schema.CLIP_SCORE}) AS mean_clip_score
+    FROM {schema.CAPTIONS_DIR} GROUP BY {schema.LANG} ORDER BY {schema.LANG}
 """
 
 
@@ -140,8 +141,8 @@ def stats(out: str, options: dict | None = None) -> dict:
         "captioned": captioned,
         "failed": failed,
         "caption_rows": caption_rows,
-        "captions_per_language": {row["lang"]: row["captions"] for row in per_lang},
-        "scores_per_language": {row.pop("lang"): row for row in per_lang},
+        "captions_per_language": {row[schema.LANG]: row["captions"] for row in per_lang},
+        "scores_per_language": {row.pop(schema.LANG): row for row in per_lang},
         "errors_by_type": errors_by_type,
         "fingerprints": sorted({f"{lang}:{fp}" for s in shards for lang, fp in s.fingerprints.items()}),
         "runs": output.run_records(out, options),

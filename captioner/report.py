@@ -10,26 +10,28 @@ import logging
 
 from PIL import Image
 
-from . import query, storage
+from . import query, schema, storage
 from .config import StorageConfig
+from .schema import ATTEMPT, CAPTION, CLIP_SCORE, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, URI
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL = 192  # longest side of a thumbnail, in pixels
 BINS = 20  # histogram bars per language
 
-SAMPLE = """
-    SELECT uri, lang, caption, score, clip_score, producer FROM captions
-    WHERE uri IN (SELECT DISTINCT uri FROM captions ORDER BY hash(uri) LIMIT {n})
-    ORDER BY hash(uri), lang
+SAMPLE = f"""
+    SELECT {URI}, {LANG}, {CAPTION}, {SCORE}, {CLIP_SCORE}, {PRODUCER} FROM {schema.CAPTIONS_DIR}
+    WHERE {URI} IN (SELECT DISTINCT {URI} FROM {schema.CAPTIONS_DIR} ORDER BY hash({URI}) LIMIT {{n}})
+    ORDER BY hash({URI}), {LANG}
 """
-HISTOGRAM = """
-    WITH bounds AS (SELECT min(score) AS lo, max(score) AS hi FROM captions)
-    SELECT lang, least(floor((score - lo) / greatest(hi - lo, 1e-9) * {bins}), {bins} - 1)::INT AS bin,
+HISTOGRAM = f"""
+    WITH bounds AS (SELECT min({SCORE}) AS lo, max({SCORE}) AS hi FROM {schema.CAPTIONS_DIR})
+    SELECT {LANG}, least(floor(({SCORE} - lo) / greatest(hi - lo, 1e-9) * {{bins}}), {{bins}} - 1)::INT AS bin,
            count(*) AS n, any_value(lo) AS lo, any_value(hi) AS hi
-    FROM captions, bounds GROUP BY lang, bin ORDER BY lang, bin
+    FROM {schema.CAPTIONS_DIR}, bounds GROUP BY {LANG}, bin ORDER BY {LANG}, bin
 """
-ERRORS = "SELECT uri, error_type, error, attempt FROM errors ORDER BY error_type, uri LIMIT {n}"
+ERRORS = (f"SELECT {URI}, {ERROR_TYPE}, {ERROR}, {ATTEMPT} FROM {schema.ERRORS_DIR} "
+          f"ORDER BY {ERROR_TYPE}, {URI} LIMIT {{n}}")
 
 
 def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -> str:
@@ -60,8 +62,8 @@ def _e(value) -> str:
 
 def _summary(stats: dict) -> str:
     per_lang = ", ".join(f"{_e(k)} {v}" for k, v in sorted(stats["captions_per_language"].items()))
-    return (f"<p class=summary>{stats['images_processed']} images: {stats['captioned']} captioned, "
-            f"{stats['failed']} failed. Captions per language: {per_lang or 'none'}.</p>")
+    return (f"<p class=summary>{int(stats['images_processed'])} images: {int(stats['captioned'])} captioned, "
+            f"{int(stats['failed'])} failed. Captions per language: {per_lang or 'none'}.</p>")
 
 
 def _thumbnail(uri: str, store: StorageConfig) -> str:
@@ -82,16 +84,16 @@ def _thumbnail(uri: str, store: StorageConfig) -> str:
 def _gallery(rows: list[dict], store: StorageConfig) -> str:
     by_image: dict[str, list[dict]] = {}
     for row in rows:
-        by_image.setdefault(row["uri"], []).append(row)
+        by_image.setdefault(row[URI], []).append(row)
     cards = []
     for uri, captions in by_image.items():
         src = _thumbnail(uri, store)
         picture = f'<img src="{src}" alt="{_e(uri)}">' if src else '<div class=missing>image unavailable</div>'
         lines = "".join(
-            f'<li><b>{_e(c["lang"])}</b> <span class=caption>{_e(c["caption"])}</span> '
-            f'<small>score {c["score"]:.2f}'
-            + (f', CLIP {c["clip_score"]:.2f}' if c["clip_score"] is not None else "")
-            + (f', via {_e(c["producer"])}' if c["producer"] != "native" else "")
+            f"<li><b>{_e(c[LANG])}</b> <span class=caption>{_e(c[CAPTION])}</span> "
+            f"<small>score {c[SCORE]:.2f}"
+            + (f", CLIP {c[CLIP_SCORE]:.2f}" if c[CLIP_SCORE] is not None else "")
+            + (f", via {_e(c[PRODUCER])}" if c[PRODUCER] != schema.NATIVE else "")
             + "</small></li>"
             for c in captions
         )
@@ -102,11 +104,11 @@ def _gallery(rows: list[dict], store: StorageConfig) -> str:
 
 def _histograms(rows: list[dict]) -> str:
     charts = []
-    for lang in sorted({r["lang"] for r in rows}):
+    for lang in sorted({r[LANG] for r in rows}):
         counts = [0] * BINS
         lo = hi = 0.0
         for r in rows:
-            if r["lang"] == lang:
+            if r[LANG] == lang:
                 counts[r["bin"]] = r["n"]
                 lo, hi = r["lo"], r["hi"]
         top = max(counts) or 1
@@ -125,16 +127,16 @@ def _errors(stats: dict, rows: list[dict]) -> str:
     if not rows:
         return "<p>No errors.</p>"
     kinds = "".join(f"<li>{_e(k)}: {n}</li>" for k, n in sorted(stats["errors_by_type"].items(), key=lambda kv: -kv[1]))
-    table = "".join(f"<tr><td><code>{_e(r['uri'])}</code></td><td>{_e(r['error_type'])}</td><td>{_e(r['error'])}</td>"
-                    f"<td>{r['attempt']}</td></tr>" for r in rows)
+    table = "".join(f"<tr><td><code>{_e(r[URI])}</code></td><td>{_e(r[ERROR_TYPE])}</td><td>{_e(r[ERROR])}</td>"
+                    f"<td>{_e(r[ATTEMPT])}</td></tr>" for r in rows)
     return (f"<ul>{kinds}</ul><table class=errors><tr><th>uri</th><th>type</th><th>message</th><th>attempt</th></tr>"
             f"{table}</table>")
 
 
 def _runs(runs: list[dict]) -> str:
     rows = "".join(
-        f"<tr><td>{_e(r['run_id'])}</td><td>{_e(r['status'])}</td><td>{r['images']}</td><td>{r['failed']}</td>"
-        f"<td>{r['elapsed_s']:.1f} s</td><td>{r['images_per_s']:.1f}</td></tr>"
+        f"<tr><td>{_e(r['run_id'])}</td><td>{_e(r['status'])}</td><td>{int(r['images'])}</td>"
+        f"<td>{int(r['failed'])}</td><td>{float(r['elapsed_s']):.1f} s</td><td>{float(r['images_per_s']):.1f}</td></tr>"
         for r in runs
     )
     return ("<table><tr><th>run</th><th>status</th><th>images</th><th>failed</th><th>elapsed</th><th>images/s</th>"

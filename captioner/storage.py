@@ -2,6 +2,7 @@
 
 import io
 import posixpath
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 
@@ -57,6 +58,14 @@ def identity(uri: str, options: dict | None = None) -> tuple[int, str | None]:
     fs, path = filesystem(uri, options)
     info = fs.info(path)
     return int(info.get("size") or 0), version_tag(info)
+
+
+def redact(uri: str) -> str:
+    """``uri`` without user info or query string, so tokens and presigned signatures never reach logs or records."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.scheme or not (parts.query or "@" in parts.netloc):
+        return uri
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def join(base: str, *parts: str) -> str:

@@ -6,7 +6,6 @@ files instead of adding copies, and no run ever overwrites another run's shard.
 
 import collections
 import hashlib
-import logging
 import posixpath
 
 import pyarrow as pa
@@ -14,8 +13,6 @@ import pyarrow.compute as pc
 
 from . import schema, storage
 from .output import Shard, commit
-
-log = logging.getLogger(__name__)
 
 
 def shard_name(run_id: str, uris: list[str]) -> str:

@@ -39,3 +39,9 @@ def test_s3_listing_reading_and_writing(s3, s3_server):
     assert storage.read_bytes(rows[1][0], opts) == b"defg"
     storage.write_bytes_atomic(f"s3://{bucket}/out/x.bin", b"xyz", opts)
     assert fs.cat(f"{bucket}/out/x.bin") == b"xyz"
+
+
+def test_redact_drops_credentials_and_signatures():
+    assert storage.redact("https://user:secret@host/a.jpg?X-Amz-Signature=abc") == "https://host/a.jpg"
+    assert storage.redact("s3://bucket/key.jpg") == "s3://bucket/key.jpg"
+    assert storage.redact("/local/with?odd.jpg") == "/local/with?odd.jpg"
