@@ -12,20 +12,23 @@ import colorsys
 import io
 import logging
 import math
+import os
 import random
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from . import storage
+
 logger = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
+Box = tuple[float, float, float, float]  # left, top, right, bottom as fractions of the image side
 
 LANGUAGES = ("en", "fr", "de", "es")
 SHAPES = ("circle", "square", "triangle", "star", "diamond")
@@ -54,7 +57,7 @@ class Shape:
     kind: str  # one of SHAPES
     colour: str  # one of COLOURS: the name the caption uses
     rgb: RGB  # the exact fill, the named colour plus a little jitter
-    box: tuple[float, float, float, float]  # left, top, right, bottom as fractions of the image side
+    box: Box  # where it is drawn
 
 
 @dataclass(frozen=True)
@@ -187,14 +190,14 @@ def _random_background(rng: random.Random, shapes: Sequence[Shape]) -> Backgroun
     )
 
 
-def _one_box(rng: random.Random) -> tuple[float, float, float, float]:
+def _one_box(rng: random.Random) -> Box:
     side = rng.uniform(0.25, 0.65)
     left = rng.uniform(MARGIN, 1 - MARGIN - side)
     top = rng.uniform(MARGIN, 1 - MARGIN - side)
     return (left, top, left + side, top + side)
 
 
-def _stacked_boxes(rng: random.Random) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
+def _stacked_boxes(rng: random.Random) -> tuple[Box, Box]:
     """Two boxes, the first clearly above the second and roughly in the same column."""
     while True:
         upper, lower, gap = rng.uniform(0.2, 0.4), rng.uniform(0.2, 0.4), rng.uniform(0.05, 0.2)
@@ -209,7 +212,7 @@ def _stacked_boxes(rng: random.Random) -> tuple[tuple[float, float, float, float
     return boxes[0], boxes[1]
 
 
-def _two_boxes(rng: random.Random, relation: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _two_boxes(rng: random.Random, relation: str) -> tuple[Box, Box]:
     """Boxes for (first, second) such that "first <relation> second" is plainly true."""
     upper, lower = _stacked_boxes(rng)
     first, second = (upper, lower) if relation in ("above", "left") else (lower, upper)
@@ -230,7 +233,7 @@ def random_scene(rng: random.Random, n_shapes: int) -> Scene:
     shapes = []
     for box in boxes:
         colour = rng.choice(list(COLOURS))
-        shapes.append(Shape(rng.choice(SHAPES), colour, _jitter(rng, COLOURS[colour]), tuple(box)))
+        shapes.append(Shape(rng.choice(SHAPES), colour, _jitter(rng, COLOURS[colour]), box))
     background = _random_background(rng, shapes)
     return Scene(tuple(shapes), relation, background)
 
@@ -263,7 +266,7 @@ def _background_pixels(background: Background, size: int) -> np.ndarray:
     return np.where(mask[..., None], second, base).astype(np.uint8)
 
 
-def _outline(kind: str, box: tuple[float, ...], scale: float) -> list[tuple[float, float]] | None:
+def _outline(kind: str, box: Box, scale: float) -> list[tuple[float, float]] | None:
     """The polygon of a shape in pixels, or None for a circle (drawn as an ellipse)."""
     left, top, right, bottom = (v * scale for v in box)
     cx, cy, radius = (left + right) / 2, (top + bottom) / 2, (right - left) / 2
@@ -325,16 +328,21 @@ def write_parquet(
     languages: Sequence[str] = LANGUAGES,
     one_shape_fraction: float = 0.5,
     row_group_size: int = 1000,
+    options: dict | None = None,
 ) -> int:
     """Write `n` scenes as one Parquet file (image bytes, caption, lang) to a local path or fsspec URL.
 
     Scene i is captioned in languages[i % len(languages)], so every language sees every kind of
-    scene while each image is encoded only once. Returns the number of rows written.
+    scene while each image is encoded only once. `options` are fsspec storage options (e.g. an S3
+    endpoint). Returns the number of rows written.
     """
     unknown = set(languages) - set(LANGUAGES)
     if unknown:
         raise ValueError(f"no synthetic captions for {sorted(unknown)}; choose from {', '.join(LANGUAGES)}")
-    with fsspec.open(url, "wb") as f, pq.ParquetWriter(f, PARQUET_SCHEMA) as writer:
+    fs, path = storage.filesystem(url, options)
+    if storage.is_local(fs):
+        fs.makedirs(os.path.dirname(path), exist_ok=True)
+    with fs.open(path, "wb") as f, pq.ParquetWriter(f, PARQUET_SCHEMA) as writer:
         rows: dict[str, list] = {"image": [], "caption": [], "lang": []}
         for i, scene in enumerate(scenes(n, seed, one_shape_fraction)):
             lang = languages[i % len(languages)]
@@ -348,3 +356,17 @@ def write_parquet(
             writer.write_table(pa.table(rows, schema=PARQUET_SCHEMA))
     logger.info("wrote %d synthetic scenes to %s", n, url)
     return n
+
+
+def write_samples(folder: str, n: int = 8, seed: int = 160, size: int = 320) -> list[str]:
+    """Demo images named after their English caption: JPEGs, the last a PNG, as inputs come in both."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, scene in enumerate(scenes(n, seed)):
+        image_format = "png" if i == n - 1 else "jpeg"
+        name = f"{i + 1:02d}-{caption(scene, 'en').replace(' ', '-')}.{'png' if image_format == 'png' else 'jpg'}"
+        path = os.path.join(folder, name)
+        with open(path, "wb") as f:
+            f.write(encode(render(scene, size), image_format))
+        paths.append(path)
+    return paths

@@ -76,3 +76,21 @@ def test_stats_prints_counts_and_json(tmp_path, capsys):
     assert "captioned 1, failed 1" in text and "[fr] 1 captions" in text and "error truncated: 1" in text
     assert cli.main(["stats", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["captions_per_language"] == {"en": 1, "fr": 1}
+
+
+@pytest.mark.slow
+def test_train_command_runs_and_resumes(tmp_path, capsys):
+    import json
+
+    from captioner import synth
+
+    data = tmp_path / "data.parquet"
+    synth.write_parquet(str(data), n=40, seed=3, size=32)
+    args = ["train", "--data", str(data), "--output-dir", str(tmp_path / "model"), "--image-size", "32",
+            "--batch-size", "8", "--stage-epochs", "0", "0", "1", "--num-threads", "1"]
+    assert cli.main([*args, "--stop-after-steps", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 2
+    assert cli.main(args) == 0  # the same command again resumes and finishes the epoch
+    assert json.loads(capsys.readouterr().out)["step"] > 2
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    assert cli.main(["train", "--data", str(data), "--output-dir", str(tmp_path / "m2"), "--image-size", "30"]) == 2
