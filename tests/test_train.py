@@ -184,15 +184,10 @@ def test_a_new_language_is_added_to_a_trained_captioner(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_train_runs_two_cpu_workers(data, tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
-    monkeypatch.setenv("PYTHONPATH", str(REPO))  # workers import captioner from this checkout
+def test_ray_train_runs_two_cpu_workers(data, tmp_path, local_ray):
+    """On the suite's local Ray (2 CPUs); workers import captioner from the installed checkout."""
     config = tiny_config(data, tmp_path / "out", stage_epochs=(0, 1, 1))
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        metrics = train.train_distributed(config, num_workers=2)
-    finally:
-        ray.shutdown()
+    metrics = train.train_distributed(config, num_workers=2)
     assert metrics["step"] == 2 * steps_per_epoch(config, workers=2)  # two workers shared each epoch
     assert metrics["val_loss"] > 0 and "bleu4" in metrics
     assert (tmp_path / "out" / "model.safetensors").exists()
