@@ -197,7 +197,10 @@ def translate(translator: Loaded, texts: Sequence[str], lang: str, generation: G
 
 def _mean_logprob(loaded: Loaded, sequences: torch.Tensor, prompt_len: int, **inputs) -> list[float]:
     """Mean log-probability of the generated tokens, up to and including the first end-of-text."""
-    logits = loaded.model(**inputs, decoder_input_ids=sequences[:, :-1]).logits  # (B, L-1, V)
+    # Attention is causal, so padding after a sequence's end never reaches the positions that are scored.
+    decoder_input_ids = sequences[:, :-1]
+    logits = loaded.model(**inputs, decoder_input_ids=decoder_input_ids,
+                          decoder_attention_mask=torch.ones_like(decoder_input_ids)).logits  # (B, L-1, V)
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     token_lp = logprobs.gather(-1, sequences[:, 1:, None]).squeeze(-1)[:, prompt_len - 1:]  # (B, T)
     generated = sequences[:, prompt_len:]  # (B, T)
