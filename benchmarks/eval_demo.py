@@ -35,9 +35,10 @@ def caption_all(model_dir: Path, images: list[Image.Image], batch_size: int) -> 
         with torch.inference_mode():
             encoded = model.encoder(pixel_values=processor(batch, return_tensors="pt").pixel_values)
             for lang, texts in captions.items():
-                prompt = [tokenizer.bos_token_id, tokenizer.convert_tokens_to_ids(f"<|{lang}|>")]
-                generated = model.generate(encoder_outputs=encoded, decoder_input_ids=torch.tensor([prompt] * len(batch)),
-                                           do_sample=False, num_beams=1)
+                prompt = torch.tensor([[tokenizer.bos_token_id, tokenizer.convert_tokens_to_ids(f"<|{lang}|>")]])
+                prompts = prompt.repeat(len(batch), 1)  # (B, 2), unpadded
+                generated = model.generate(encoder_outputs=encoded, decoder_input_ids=prompts, num_beams=1,
+                                           decoder_attention_mask=torch.ones_like(prompts), do_sample=False)
                 texts += [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
     return captions
 

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -48,7 +48,7 @@ from transformers import (
     VisionEncoderDecoderModel,
 )
 
-from . import storage
+from . import storage, synth
 from .config import StorageConfig
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class TrainConfig:
     storage: StorageConfig = StorageConfig()  # how to reach data on an object store (endpoint, profile, anon)
     init_model: str | None = None  # a trained captioner folder to continue from, e.g. to teach it a new language
     encoder: str | None = None  # pretrained ViT (hub id or folder); None builds a fresh one from the sizes below
-    encoder_pretrain_epochs: int = 0  # fresh encoder only: first train it alone this many epochs (see pretrain_encoder)
+    encoder_pretrain_epochs: int = 0  # synthetic data, fresh encoder: first pretrain it this long (pretrain_encoder)
     decoder: str | None = None  # pretrained GPT-2 with its tokenizer (hub id or folder); None builds one + a tokenizer
     image_size: int = 64  # input side in pixels of a fresh encoder
     patch_size: int = 8  # ViT patch side in pixels
@@ -107,7 +107,9 @@ class TrainConfig:
         if self.encoder_pretrain_epochs and (self.init_model or self.encoder):
             raise ValueError("encoder_pretrain_epochs pretrains a fresh encoder; drop it, or drop init_model/encoder")
         if len(self.stage_epochs) != 3 or min(self.stage_epochs) < 0 or sum(self.stage_epochs) == 0:
-            raise ValueError(f"stage_epochs must be three epoch counts >= 0 with a positive sum, not {self.stage_epochs}")
+            raise ValueError(
+                f"stage_epochs must be three epoch counts >= 0 with a positive sum, not {self.stage_epochs}"
+            )
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie strictly between 0 and 1, not {self.val_fraction}")
         if self.image_size % self.patch_size:
@@ -240,7 +242,10 @@ def prepare_output(config: TrainConfig) -> tuple[PreTrainedTokenizerFast, BaseIm
             tokenizer = AutoTokenizer.from_pretrained(config.decoder)
         else:
             tokenizer = train_tokenizer(captions, languages, config.vocab_size)
-        processor = _encoder_image_processor(config.encoder) if config.encoder else fresh_image_processor(config.image_size)
+        if config.encoder:
+            processor = _encoder_image_processor(config.encoder)
+        else:
+            processor = fresh_image_processor(config.image_size)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if add_languages(tokenizer, languages):
@@ -391,19 +396,14 @@ class Batcher:
         mask = torch.cat([torch.ones_like(labels[:, :1]), (labels[:, :-1] != -100).long()], dim=1)
         return labels, mask
 
-    def token_presence(self, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """(B, V) 1.0 where a caption token occurs in the row's caption (language token and eos left out)."""
-        presence = torch.zeros(len(rows), len(self.tokenizer))
-        for i, row in enumerate(rows.tolist()):
-            presence[i, self.labels[row][1:-1]] = 1.0
-        return presence.to(device)
-
     def prompts(self, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         """(B, 2) decoder prompts [bos, <|lang|>] that pick each row's language at generation."""
         return torch.tensor([[self.tokenizer.bos_token_id, self.labels[i][0]] for i in rows.tolist()], device=device)
 
 
-def _epoch_batches(rows: torch.Tensor, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[torch.Tensor]:
+def _epoch_batches(
+    rows: torch.Tensor, batch_size: int, seed: int, epoch: int, rank: int, world: int
+) -> list[torch.Tensor]:
     """This worker's batches for one epoch: the same shuffle everywhere, a disjoint equal share per worker."""
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
     shuffled = rows[torch.randperm(len(rows), generator=generator)]
@@ -467,7 +467,8 @@ def evaluate(
     for batch in rows[rank::world].split(batch_size):
         labels, mask = batcher.labels_for(batch, device)
         with _autocast(device, dtype):
-            logits = model(pixel_values=batcher.pixels(batch, device), labels=labels, decoder_attention_mask=mask).logits
+            pixels = batcher.pixels(batch, device)
+            logits = model(pixel_values=pixels, labels=labels, decoder_attention_mask=mask).logits  # (B, T, V)
         loss_sum += F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum").item()
         tokens += (labels != -100).sum().item()
     bleu = [0.0] * (2 + 2 * BLEU_ORDER)
@@ -492,7 +493,10 @@ def _latest_checkpoint(directory: str) -> str | None:
     """The newest complete checkpoint: its state.json is written last, so a torn one is ignored."""
     if not os.path.isdir(directory):
         return None
-    done = [d for d in os.listdir(directory) if d.startswith("step-") and os.path.exists(os.path.join(directory, d, "state.json"))]
+    done = [
+        d for d in os.listdir(directory)
+        if d.startswith("step-") and os.path.exists(os.path.join(directory, d, "state.json"))
+    ]
     return os.path.join(directory, max(done)) if done else None
 
 
@@ -658,13 +662,14 @@ def run_training(
 
 
 def pretrain_encoder(config: TrainConfig, device: torch.device | None = None) -> TrainConfig:
-    """Train a fresh ViT alone to predict the bag of tokens of each image's caption from its patches' maximum.
+    """Pretrain a fresh ViT to name the colours and shapes in synthetic scenes, max-pooled over its patches.
 
     Through cross-attention, which averages over patches, a random ViT learns shapes very slowly: a
     shape shows in a few edge patches, while colour shows everywhere. Max pooling hands the gradient
-    to the patch that shows the evidence, so the encoder learns it quickly. One output head per
-    language, as the image alone cannot tell which language its caption is in. Returns `config` with
-    the saved encoder as its pretrained `encoder`; a rerun finds it saved and skips the work.
+    to the patch that shows the evidence, so the encoder learns it quickly; the captioner then starts
+    from it as from a pretrained hub ViT (which is what to pass as `encoder` for photographs). The
+    labels are what the captions name in synth's vocabulary, so this suits synthetic data only.
+    Returns `config` with the saved encoder as its pretrained `encoder`; a rerun skips the work.
     """
     path = os.path.join(config.checkpoints, "encoder")
     pretrained = replace(config, encoder=path, encoder_pretrain_epochs=0)
@@ -674,18 +679,23 @@ def pretrain_encoder(config: TrainConfig, device: torch.device | None = None) ->
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(config.output_dir)
     processor = AutoImageProcessor.from_pretrained(config.output_dir)
     examples = load_examples(
         config.data, processor.size["height"], processor.resample, config.val_fraction,
         config.storage.options(config.data),
     )
-    batcher = Batcher(examples, tokenizer, processor, config.max_caption_tokens)
+    concepts = [*synth.COLOURS, *synth.SHAPES]
+    targets = torch.zeros(len(examples.captions), len(concepts))  # (n, C) multi-hot
+    for i, (text, lang) in enumerate(zip(examples.captions, examples.langs)):
+        colours, shapes = synth.named(text, lang)
+        targets[i, [concepts.index(name) for name in colours | shapes]] = 1.0
+    if not targets.any():
+        raise ValueError("encoder pretraining needs captions that name synth's colours and shapes; "
+                         "for other data pass a pretrained encoder instead")
+    batcher = Batcher(examples, AutoTokenizer.from_pretrained(config.output_dir), processor, config.max_caption_tokens)
     train_rows, val_rows = (~examples.val).nonzero().squeeze(1), examples.val.nonzero().squeeze(1)
-    languages = sorted(set(examples.langs))
-    language_of = torch.tensor([languages.index(lang) for lang in examples.langs], device=device)
     encoder = fresh_encoder(config).to(device).train()
-    head = torch.nn.Linear(config.encoder_dim, len(languages) * len(tokenizer)).to(device)
+    head = torch.nn.Linear(config.encoder_dim, len(concepts)).to(device)
     modules = torch.nn.ModuleList([encoder, head])
     optimizer = _optimizer(modules, config)
     steps_per_epoch = len(train_rows) // config.batch_size
@@ -695,18 +705,15 @@ def pretrain_encoder(config: TrainConfig, device: torch.device | None = None) ->
     dtype = _autocast_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-    def loss_of(rows: torch.Tensor) -> torch.Tensor:
+    def logits_of(rows: torch.Tensor) -> torch.Tensor:
         with _autocast(device, dtype):
             patches = encoder(pixel_values=batcher.pixels(rows, device)).last_hidden_state  # (B, 1 + P, D)
-            logits = head(patches.amax(dim=1)).float().view(len(rows), len(languages), -1)  # (B, L, V)
-        logits = logits[torch.arange(len(rows), device=device), language_of[rows]]  # (B, V) in the row's language
-        bag = batcher.token_presence(rows, device)  # (B, V)
-        return -(bag / bag.sum(dim=1, keepdim=True).clamp(min=1) * logits.log_softmax(dim=-1)).sum(dim=1).mean()
+            return head(patches.amax(dim=1)).float()  # (B, C)
 
     for epoch in range(config.encoder_pretrain_epochs):
         started, loss_sum = time.time(), 0.0
         for batch in _epoch_batches(train_rows, config.batch_size, config.seed, epoch, 0, 1):
-            loss = loss_of(batch)
+            loss = F.binary_cross_entropy_with_logits(logits_of(batch), targets[batch].to(device))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -715,12 +722,14 @@ def pretrain_encoder(config: TrainConfig, device: torch.device | None = None) ->
             scaler.update()
             scheduler.step()
             loss_sum += loss.item()
+        encoder.eval()
         with torch.no_grad():
-            encoder.eval()
-            val_loss = sum(loss_of(b).item() * len(b) for b in val_rows.split(config.batch_size)) / len(val_rows)
-            encoder.train()
-        logger.info("encoder pretraining epoch %d/%d: train loss %.4f  val loss %.4f  %.0f s", epoch + 1,
-                    config.encoder_pretrain_epochs, loss_sum / steps_per_epoch, val_loss, time.time() - started)
+            named = torch.cat([logits_of(b) > 0 for b in val_rows.split(config.batch_size)]).cpu()  # (V, C)
+        encoder.train()
+        all_right = (named == targets[val_rows].bool()).all(dim=1).float().mean().item()
+        logger.info("encoder pretraining epoch %d/%d: loss %.4f, held-out images with every colour and shape "
+                    "right %.1f%%, %.0f s", epoch + 1, config.encoder_pretrain_epochs, loss_sum / steps_per_epoch,
+                    100 * all_right, time.time() - started)
     encoder.save_pretrained(path)
     processor.save_pretrained(path)
     return pretrained
