@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, export, pipeline, query, report, schema
+from . import __version__, export, pipeline, query, report, schema, submit
 from .config import (
     DEFAULT_EXTENSIONS,
     DEMO_MODEL,
@@ -25,6 +25,7 @@ from .manifest import InputError
 from .model import ModelError
 from .output import OutputBusy
 from .query import QueryError
+from .submit import SubmitError
 from .train import TrainConfig, train, train_distributed
 from .pipeline import RunFailed
 
@@ -111,6 +112,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="file endings listed as images (default: %(default)s)")
 
 
+def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``captioner submit`` itself; every other option goes to the job's ``captioner run``."""
+    c = parser.add_argument_group("cluster")
+    c.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
+                   help="the Ray dashboard of the cluster, e.g. http://HEAD:8265 (default: RAY_ADDRESS). With token "
+                   "authentication the token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+    c.add_argument("--wait", action="store_true",
+                   help="follow the job's logs until it ends and exit with its status (default: return once submitted)")
+    c.add_argument("--working-dir", help="project folder uploaded as the job's working directory (default: the "
+                   "checkout this captioner runs from)")
+
+
 def add_storage_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     s = parser.add_argument_group("storage (credentials: AWS environment variables or profiles)")
     s.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO")
@@ -159,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
                               "the same command captions only what the output does not hold yet.")
     add_run_arguments(run)
     run.set_defaults(handler=_run)
+
+    sub = commands.add_parser("submit", help="run the same job on a Ray cluster through its Job Submission API",
+                              description="Submit `captioner run INPUT OUTPUT [options]` to a Ray cluster as a job "
+                              "whose working directory is this project. The submission id is derived from the run: "
+                              "submitting the same run again attaches to its job instead of starting a second "
+                              "writer; after a job ends, the same command resumes it. INPUT and OUTPUT are read "
+                              "by the cluster, so use object-store URLs. Credentials come from the cluster's own "
+                              "environment (instance role, service account), never from this machine.")
+    add_submit_arguments(sub)
+    add_run_arguments(sub)
+    sub.set_defaults(handler=_submit)
 
     q = commands.add_parser("query", help="filter the captions (or errors), or run SQL over them",
                             description="Filter committed captions or the error ledger, or run DuckDB SQL over the "
@@ -248,6 +272,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    if not args.address:
+        raise ConfigError("--address is required (or set RAY_ADDRESS), e.g. --address http://HEAD:8265")
+    config = run_config(args)
+    config.validate()
+    own = argparse.ArgumentParser(add_help=False)
+    add_submit_arguments(own)
+    _, run_argv = own.parse_known_args(args.argv[args.argv.index("submit") + 1:])
+    return submit.submit(args.address, config, run_argv, wait=args.wait, working_dir=args.working_dir,
+                         verbose=args.verbose)
+
+
 def _query(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not args.out:
         raise query.QueryError("--format parquet writes a file: pass --out results.parquet")
@@ -332,12 +368,14 @@ def format_summary(summary: pipeline.RunSummary) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         return args.handler(args)
-    except (ConfigError, InputError, ModelError, FileNotFoundError, OutputBusy, QueryError) as exc:
+    except (ConfigError, InputError, ModelError, FileNotFoundError, OutputBusy, QueryError, SubmitError) as exc:
         log.error("%s", exc)
         return 2
     except RunFailed as exc:
