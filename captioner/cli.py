@@ -48,6 +48,14 @@ def _translation(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _concurrency(value: str) -> tuple[int, int | None]:
+    low, sep, high = value.partition(":")
+    try:
+        return int(low), int(high) if sep else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of actors or MIN:MAX, e.g. 4 or 1:8, got {value!r}") from None
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``captioner run`` (also taken by ``jobs/caption.py``)."""
     parser.add_argument("input", help="folder, s3://bucket/prefix (any fsspec URL), or a .parquet/.csv/.txt "
@@ -85,7 +93,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="seed for sampling; the same seed gives the same captions (default: %(default)s)")
 
     r = parser.add_argument_group("resources (defaults derive from the cluster)")
-    r.add_argument("--concurrency", type=int, help="caption actors (default: one per GPU, or CPUs/2 on CPU)")
+    r.add_argument("--concurrency", type=_concurrency, metavar="N|MIN:MAX",
+                   help="caption actors, or a range the pool grows in as work waits, so an autoscaling GPU group "
+                   "adds nodes, e.g. 1:8 (default: one per GPU, or CPUs/2 on CPU)")
     r.add_argument("--batch-size", type=int, help="images per model call (default: 64 on GPU, 16 on CPU)")
     r.add_argument("--num-gpus", type=float, help="GPUs per caption actor (default: 1 if the cluster has GPUs)")
     r.add_argument("--num-cpus", type=float, help="CPUs (and torch threads) per caption actor")
@@ -149,7 +159,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         source_language=args.source_language,
         clip_model=args.clip_model,
         num_candidates=args.num_candidates,
-        resources=ResourceConfig(concurrency=args.concurrency, batch_size=args.batch_size, num_gpus=args.num_gpus,
+        resources=ResourceConfig(concurrency=args.concurrency and args.concurrency[0],
+                                 max_concurrency=args.concurrency and args.concurrency[1],
+                                 batch_size=args.batch_size, num_gpus=args.num_gpus,
                                  num_cpus=args.num_cpus, decode_batch_size=args.decode_batch_size,
                                  decode_memory_mb=args.decode_memory_mb,
                                  rows_per_file=args.rows_per_file),

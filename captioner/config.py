@@ -78,7 +78,8 @@ class GenerationConfig:
 class ResourceConfig:
     """Per-stage resources; ``None`` means derive from the cluster (see ``resolve``)."""
 
-    concurrency: int | None = None  # caption actors
+    concurrency: int | None = None  # caption actors (the least, when max_concurrency is set)
+    max_concurrency: int | None = None  # the most caption actors; Ray Data adds actors up to it as work waits
     batch_size: int | None = None  # images per caption call
     num_gpus: float | None = None  # GPUs per caption actor
     num_cpus: float | None = None  # CPUs per caption actor (also its torch threads)
@@ -120,6 +121,25 @@ class ResourceConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.max_concurrency is not None and (self.concurrency is None or self.max_concurrency < self.concurrency):
+            raise ConfigError(f"--concurrency MIN:MAX needs 1 <= MIN <= MAX, got {self.concurrency}:{self.max_concurrency}")
+
+    def check_fits(self, nodes: list[dict[str, float]]) -> None:
+        """Refuse up front a caption actor or decode task that no node of the cluster can host (resources of one
+        actor must be on one node), rather than let the job wait for resources that never come."""
+        actor = {"GPU": self.num_gpus or 0.0, "CPU": self.num_cpus or 0.0}
+        decode = {"CPU": 1.0, "memory": self.decode_memory_mb * 2**20}
+        for what, need, flags in (("caption actor", actor, "--num-gpus/--num-cpus"),
+                                  ("decode task", decode, "--decode-memory-mb")):
+            if not any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes):
+                largest = ", ".join(f"{n.get('CPU', 0):g} CPU {n.get('GPU', 0):g} GPU "
+                                    f"{n.get('memory', 0) / 2**30:.1f} GiB" for n in nodes) or "none"
+                wants = ", ".join(f"{v / 2**20:g} MiB memory" if k == "memory" else f"{v:g} {k}"
+                                  for k, v in need.items())
+                raise ConfigError(
+                    f"no node of the cluster can host a {what} ({wants}); its nodes have: {largest}. Lower {flags}, "
+                    "or add such nodes (an autoscaling GPU group must start with at least one node)"
+                )
 
 
 @dataclass(frozen=True)

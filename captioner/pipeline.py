@@ -152,6 +152,7 @@ def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Tab
     _init_ray()
     cluster = ray.cluster_resources()
     res = config.resources.resolve(cluster.get("CPU", 1.0), cluster.get("GPU", 0.0))
+    res.check_fits([node["Resources"] for node in ray.nodes() if node["Alive"]])
     log.info("caption actors: %d x (%g CPU, %g GPU), batch size %d", res.concurrency, res.num_cpus, res.num_gpus,
              res.batch_size)
 
@@ -171,7 +172,7 @@ def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Tab
     ds = ds.map_batches(
         stages.CaptionActor,
         fn_constructor_kwargs={"config": config, "run_id": summary.run_id, "num_threads": int(res.num_cpus)},
-        compute=ray.data.ActorPoolStrategy(size=res.concurrency),
+        compute=ray.data.ActorPoolStrategy(min_size=res.concurrency, max_size=res.max_concurrency or res.concurrency),
         batch_size=res.batch_size,
         batch_format="numpy",
         num_cpus=res.num_cpus,

@@ -94,3 +94,13 @@ def test_train_command_runs_and_resumes(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["step"] > 2
     assert (tmp_path / "model" / "model.safetensors").exists()
     assert cli.main(["train", "--data", str(data), "--output-dir", str(tmp_path / "m2"), "--image-size", "30"]) == 2
+
+
+def test_concurrency_takes_a_number_or_a_range(capsys):
+    parser = cli.build_parser()
+    assert cli.run_config(parser.parse_args(["run", "in", "out", "--concurrency", "3"])).resources.concurrency == 3
+    ranged = cli.run_config(parser.parse_args(["run", "in", "out", "--concurrency", "1:8"])).resources
+    assert (ranged.concurrency, ranged.max_concurrency) == (1, 8)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "in", "out", "--concurrency", "many"])
+    assert "expected a number of actors or MIN:MAX" in capsys.readouterr().err

@@ -61,3 +61,99 @@ def test_losing_a_worker_node_mid_run_loses_and_doubles_nothing(tiny_model, tmp_
         assert actors and {actor.node_id for actor in actors} == {gpu_worker.node_id}
     finally:
         cluster.shutdown()
+
+
+CLUSTER = ROOT / "cluster"
+
+
+def _yaml(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((CLUSTER / name).read_text())
+
+
+def _dockerfile_ray_version() -> str:
+    for line in (CLUSTER / "Dockerfile").read_text().splitlines():
+        if line.startswith("ARG RAY_VERSION="):
+            return line.partition("=")[2]
+    raise AssertionError("cluster/Dockerfile pins no RAY_VERSION")
+
+
+def _pods(spec: dict) -> list[dict]:
+    return [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+
+
+def _check_kuberay_cluster(spec: dict) -> dict:
+    """What every KubeRay cluster of ours must carry; returns the GPU worker group."""
+    assert spec["rayVersion"] == _dockerfile_ray_version()
+    assert tuple(int(p) for p in spec["rayVersion"].split(".")[:2]) >= (2, 52), "token auth needs Ray 2.52+"
+    assert spec["authOptions"] == {"mode": "token"}
+    assert spec["enableInTreeAutoscaling"] is True
+    head = spec["headGroupSpec"]
+    assert head["serviceType"] == "ClusterIP", "the dashboard and client ports must not be exposed publicly"
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    for group in _pods(spec):
+        pod = group["template"]["spec"]
+        assert pod["serviceAccountName"] == "captioner", "S3 access comes from the platform identity"
+        for container in pod["containers"]:
+            assert container["image"] == f"REGISTRY/captioner:{__import__('captioner').__version__}"
+            assert container["resources"]["requests"] and container["resources"]["limits"]
+            names = {env["name"] for env in container.get("env", [])}
+            assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RAY_AUTH_TOKEN"}
+    gpu = [g for g in spec["workerGroupSpecs"]
+           if "nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]["limits"]]
+    cpu = [g for g in spec["workerGroupSpecs"] if g not in gpu]
+    assert len(gpu) == 1 and cpu, "a GPU group for captioning and a CPU group for decoding"
+    assert 1 <= gpu[0]["minReplicas"] <= gpu[0]["replicas"] <= gpu[0]["maxReplicas"]
+    assert cpu[0]["minReplicas"] <= cpu[0]["maxReplicas"]
+    return gpu[0]
+
+
+def test_kuberay_raycluster():
+    doc = _yaml("kuberay/raycluster.yaml")
+    assert (doc["apiVersion"], doc["kind"]) == ("ray.io/v1", "RayCluster")
+    _check_kuberay_cluster(doc["spec"])
+
+
+def test_kuberay_rayjob_runs_a_valid_captioner_command():
+    import shlex
+
+    from captioner.cli import build_parser
+
+    doc = _yaml("kuberay/rayjob.yaml")
+    assert (doc["apiVersion"], doc["kind"]) == ("ray.io/v1", "RayJob")
+    spec = doc["spec"]
+    assert spec["jobId"], "a stable submission id, so a retried submitter attaches instead of starting a writer"
+    assert spec["shutdownAfterJobFinishes"] is True
+    gpu = _check_kuberay_cluster(spec["rayClusterSpec"])
+    python, script, *argv = shlex.split(spec["entrypoint"])
+    assert (python, script) == ("python", "/app/jobs/caption.py")
+    assert "COPY --chown=ray:users jobs ./jobs" in (CLUSTER / "Dockerfile").read_text()
+    args = build_parser().parse_args(["run", *argv])
+    assert args.input.startswith("s3://") and args.output.startswith("s3://")
+    assert args.concurrency == (gpu["minReplicas"], gpu["maxReplicas"]), "one caption actor per GPU of the group"
+
+
+def test_ray_up_config():
+    doc = _yaml("aws.yaml")
+    assert doc["provider"]["type"] == "aws"
+    types = doc["available_node_types"]
+    assert types[doc["head_node_type"]]["resources"] == {"CPU": 0}
+    gpu = [t for t in types.values() if t["node_config"]["InstanceType"].startswith(("g", "p"))]
+    assert gpu and gpu[0]["min_workers"] >= 1
+    assert all("IamInstanceProfile" in t["node_config"] for t in types.values()), "S3 access from instance roles"
+    for rule in doc["provider"]["security_group"]["IpPermissions"]:
+        assert (rule["FromPort"], rule["ToPort"]) == (22, 22)
+        assert all(r["CidrIp"] != "0.0.0.0/0" for r in rule["IpRanges"])
+    head = " ".join(doc["head_start_ray_commands"])
+    assert "RAY_AUTH_MODE=token ray start --head" in head and "--dashboard-host=127.0.0.1" in head
+    assert any("RAY_AUTH_MODE=token ray start --address" in c for c in doc["worker_start_ray_commands"])
+    assert doc["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
+    assert doc["docker"]["image"] == f"REGISTRY/captioner:{__import__('captioner').__version__}"
+
+
+def test_no_credentials_in_cluster_files():
+    text = "\n".join(p.read_text() for p in CLUSTER.rglob("*") if p.is_file())
+    for secret in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "aws_secret_access_key", "RAY_AUTH_TOKEN=",
+                   "BEGIN PRIVATE KEY"):
+        assert secret not in text

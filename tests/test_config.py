@@ -73,3 +73,25 @@ def test_storage_options_apply_to_s3_only():
     store = StorageConfig(endpoint_url="http://127.0.0.1:9000", anon=True, profile="p")
     assert store.options("s3://b/k") == {"endpoint_url": "http://127.0.0.1:9000", "anon": True, "profile": "p"}
     assert store.options("/local/path") == {}
+
+
+GIB = 2**30
+
+
+def test_actor_and_decode_task_must_fit_on_one_node():
+    nodes = [{"CPU": 8.0, "memory": 16 * GIB}, {"CPU": 8.0, "GPU": 1.0, "memory": 32 * GIB}]
+    ResourceConfig(num_gpus=1, num_cpus=4).check_fits(nodes)
+    with pytest.raises(ConfigError, match="no node of the cluster can host a caption actor"):
+        ResourceConfig(num_gpus=2, num_cpus=1).check_fits(nodes)  # 2 GPUs in total, but never on one node
+    with pytest.raises(ConfigError, match="caption actor .*Lower --num-gpus/--num-cpus"):
+        ResourceConfig(num_gpus=1, num_cpus=12).check_fits(nodes)
+    with pytest.raises(ConfigError, match="decode task .*--decode-memory-mb"):
+        ResourceConfig(num_gpus=0, num_cpus=1, decode_memory_mb=64 * 1024).check_fits(nodes)
+
+
+def test_concurrency_range():
+    res = ResourceConfig(concurrency=1, max_concurrency=8).resolve(cluster_cpus=8, cluster_gpus=1)
+    assert (res.concurrency, res.max_concurrency) == (1, 8)
+    for low, high in [(None, 4), (4, 2)]:
+        with pytest.raises(ConfigError, match="MIN:MAX"):
+            ResourceConfig(concurrency=low, max_concurrency=high).validate(8, 1)
