@@ -26,7 +26,7 @@ from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from captioner import generate, images, model, synth
-from captioner.config import DEMO_MODEL, GenerationConfig, ModelConfig
+from captioner.config import DEMO_MODEL, DecodeConfig, GenerationConfig, ModelConfig
 
 
 def opus_mt_like(folder: Path, words: list[str]) -> Path:
@@ -71,8 +71,10 @@ def main(argv: list[str]) -> int:
     captioner = model.load(ModelConfig(name=args.model))
     settings = GenerationConfig(max_new_tokens=args.max_new_tokens)
     resize = captioner.info.image.resize
+    limits = DecodeConfig()
     scenes = list(synth.scenes(args.images, seed=4242))
-    pixels = np.stack([images.decode(synth.encode(synth.render(s, 160), "jpeg"), [resize]).pixels[0] for s in scenes])
+    pixels = np.stack([images.decode(synth.encode(synth.render(s, 160), "jpeg"), [resize], formats=limits.formats,
+                                      max_pixels=limits.max_pixels).pixels[0] for s in scenes])
     source = next(iter(captioner.info.languages))
 
     def caption_all() -> list[str]:

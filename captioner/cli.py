@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from . import __version__, export, pipeline, query, report, schema, submit
 from .config import (
     DEFAULT_EXTENSIONS,
+    DECODABLE_FORMATS,
     DEMO_MODEL,
     MODES,
+    RETRY_MODES,
     ConfigError,
+    DecodeConfig,
     GenerationConfig,
     InputConfig,
     ModelConfig,
@@ -25,6 +28,7 @@ from .manifest import InputError
 from .model import ModelError
 from .output import OutputBusy
 from .query import QueryError
+from .storage import StoreError
 from .submit import SubmitError
 from .train import TrainConfig, train, train_distributed
 from .pipeline import RunFailed
@@ -32,6 +36,8 @@ from .pipeline import RunFailed
 log = logging.getLogger("captioner")
 
 SAMPLE_CAPTIONS = 8
+# Store clients that log request headers (the access key id, signatures) at debug level: kept out of -v.
+QUIET_LOGGERS = ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "aiohttp")
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -81,6 +87,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--num-candidates", type=int, default=RunConfig.num_candidates,
                    help="generate N captions per image and language and keep the best by CLIP score "
                    "(needs --clip-model; default: %(default)s)")
+    m.add_argument("--allow-pickle-weights", action="store_true",
+                   help="load checkpoints that have only pickle weights (pytorch_model.bin). Unpickling can run "
+                   "code, so only for checkpoints you trust; by default only safetensors load")
 
     g = parser.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=GenerationConfig.max_new_tokens,
@@ -105,6 +114,22 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="memory reserved per read+decode task, in MiB (default: %(default)s)")
     r.add_argument("--rows-per-file", type=int, default=ResourceConfig.rows_per_file,
                    help="images per output Parquet shard (default: %(default)s)")
+
+    d = parser.add_argument_group("bad input (each file that breaks a limit becomes one error row)")
+    d.add_argument("--image-formats", type=_csv, default=DecodeConfig.formats,
+                   help="Pillow formats to decode, comma-separated (default: %(default)s); also allowed: "
+                   f"{', '.join(f for f in DECODABLE_FORMATS if f not in DecodeConfig.formats)}. Never EPS or "
+                   "other formats that run external programs")
+    d.add_argument("--max-image-pixels", type=int, default=DecodeConfig.max_pixels,
+                   help="width x height as the file's header states it; more is refused as a decompression bomb "
+                   "(default: %(default)s)")
+    d.add_argument("--max-image-mb", type=int, default=DecodeConfig.max_file_mb,
+                   help="bigger files are never read (default: %(default)s MiB)")
+    d.add_argument("--decode-timeout-s", type=float, default=DecodeConfig.timeout_s,
+                   help="time budget to decode one image; a slower one is stopped (default: %(default)s)")
+    d.add_argument("--decode-memory-cap-mb", type=int, default=DecodeConfig.memory_mb,
+                   help="memory one image's decode may take, in a child process of the worker (default: "
+                   "%(default)s MiB)")
 
     o = parser.add_argument_group("resume and errors")
     o.add_argument("--mode", choices=MODES, default="resume",
@@ -139,11 +164,18 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
     s.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO")
     s.add_argument("--anon", action="store_true", help="unsigned S3 requests, for public buckets")
     s.add_argument("--profile", help="AWS profile name from ~/.aws/config")
+    s.add_argument("--store-max-attempts", type=int, default=StorageConfig.max_attempts,
+                   help="tries per S3 request when the store throttles (503 SlowDown), resets or times out, "
+                   "with jittered exponential backoff (default: %(default)s)")
+    s.add_argument("--store-retry-mode", choices=RETRY_MODES, default=StorageConfig.retry_mode,
+                   help="botocore retry mode; adaptive also slows this client down while throttled "
+                   "(default: %(default)s)")
     return s
 
 
 def _storage(args: argparse.Namespace) -> StorageConfig:
-    return StorageConfig(endpoint_url=args.endpoint_url, anon=args.anon, profile=args.profile)
+    return StorageConfig(endpoint_url=args.endpoint_url, anon=args.anon, profile=args.profile,
+                         max_attempts=args.store_max_attempts, retry_mode=args.store_retry_mode)
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -151,7 +183,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         input=InputConfig(uri=args.input, extensions=tuple(e if e.startswith(".") else f".{e}" for e in args.extensions)),
         output=args.output,
-        model=ModelConfig(name=args.model, revision=args.revision, cache_dir=args.model_cache),
+        model=ModelConfig(name=args.model, revision=args.revision, cache_dir=args.model_cache,
+                          allow_pickle_weights=args.allow_pickle_weights),
         generation=GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                     temperature=args.temperature, top_p=args.top_p, seed=args.seed),
         languages=args.languages,
@@ -166,6 +199,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                                  decode_memory_mb=args.decode_memory_mb,
                                  rows_per_file=args.rows_per_file),
         storage=_storage(args),
+        decode=DecodeConfig(formats=tuple(f.upper() for f in args.image_formats), max_pixels=args.max_image_pixels,
+                            max_file_mb=args.max_image_mb, timeout_s=args.decode_timeout_s,
+                            memory_mb=args.decode_memory_cap_mb),
         mode=args.mode,
         retry_errors=args.retry_errors,
         max_error_rate=args.max_error_rate,
@@ -385,9 +421,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return args.handler(args)
-    except (ConfigError, InputError, ModelError, FileNotFoundError, OutputBusy, QueryError, SubmitError) as exc:
+    except (ConfigError, InputError, ModelError, FileNotFoundError, OutputBusy, QueryError, SubmitError,
+            StoreError) as exc:
         log.error("%s", exc)
         return 2
     except RunFailed as exc:

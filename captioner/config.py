@@ -10,6 +10,11 @@ from pathlib import Path
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 MODES = ("resume", "append", "overwrite")
+RETRY_MODES = ("standard", "adaptive")  # botocore's retry modes: both back off with jitter; adaptive also paces
+# Pillow formats decoded in this process, by Pillow's own code and libraries; --image-formats picks among them.
+# Never EPS (it runs Ghostscript) or any other format whose plugin calls out to a program.
+DECODABLE_FORMATS = ("AVIF", "BMP", "GIF", "ICO", "JPEG", "JPEG2000", "PNG", "PPM", "QOI", "TGA", "TIFF", "WEBP")
+DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class ConfigError(ValueError):
@@ -23,12 +28,20 @@ class StorageConfig:
     endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, Ceph, a local server)
     anon: bool = False  # unsigned requests, for public buckets
     profile: str | None = None  # named AWS profile from ~/.aws/config
+    max_attempts: int = 8  # tries per S3 request (throttling, resets, timeouts), with jittered exponential backoff
+    retry_mode: str = "standard"  # botocore retry mode: standard, or adaptive (also slows down when throttled)
+    connect_timeout_s: float = 10.0  # per connection attempt, so an unreachable store fails in seconds
+    read_timeout_s: float = 60.0  # per socket read, so a stalled transfer is retried instead of waited on
 
     def options(self, url: str) -> dict:
         """fsspec storage options for ``url``; only S3 URLs take S3 settings."""
         if not url.startswith(("s3://", "s3a://")):
             return {}
-        opts: dict = {}
+        opts: dict = {"config_kwargs": {
+            "retries": {"total_max_attempts": self.max_attempts, "mode": self.retry_mode},
+            "connect_timeout": self.connect_timeout_s,
+            "read_timeout": self.read_timeout_s,
+        }}
         if self.endpoint_url:
             opts["endpoint_url"] = self.endpoint_url
         if self.anon:
@@ -36,6 +49,17 @@ class StorageConfig:
         if self.profile:
             opts["profile"] = self.profile
         return opts
+
+    def validate(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(f"--store-max-attempts must be at least 1, got {self.max_attempts}")
+        if self.retry_mode not in RETRY_MODES:
+            raise ConfigError(f"--store-retry-mode must be one of {', '.join(RETRY_MODES)}, got {self.retry_mode!r}")
+        if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
+            raise ConfigError("store timeouts must be more than 0 seconds")
+        if self.endpoint_url and "@" in self.endpoint_url.split("//", 1)[-1].split("/", 1)[0]:
+            raise ConfigError("--endpoint-url must not carry credentials (user:password@host); give them through "
+                              "the AWS environment variables or --profile")
 
 
 @dataclass(frozen=True)
@@ -49,6 +73,31 @@ class ModelConfig:
     name: str = DEMO_MODEL  # hub id, local folder, or object-store folder (s3://...)
     revision: str | None = None  # hub revision: branch, tag or commit
     cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "captioner", "models")  # per-node copies
+    allow_pickle_weights: bool = False  # load pytorch_model.bin (pickle can run code) when no safetensors exist
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """What an input file may cost before it is recorded as failed instead of decoded."""
+
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # Pillow formats tried; anything else is unsupported_format/not_an_image
+    max_pixels: int = 100_000_000  # width x height from the header; more is a decompression bomb
+    max_file_mb: int = 128  # bigger objects are never read
+    timeout_s: float = 30.0  # per image decode, in a child process that is killed when it overruns
+    memory_mb: int = 2048  # address space one image's decode may add in that child
+
+    def validate(self) -> None:
+        refused = [f for f in self.formats if f not in DECODABLE_FORMATS]
+        if refused or not self.formats:
+            raise ConfigError(f"--image-formats: {', '.join(refused) or 'none given'} cannot be chosen; pick from "
+                              f"{', '.join(DECODABLE_FORMATS)} (formats whose decoders run other programs, such as "
+                              "EPS, never are)")
+        for name, flag in (("max_pixels", "--max-image-pixels"), ("max_file_mb", "--max-image-mb"),
+                           ("memory_mb", "--decode-memory-cap-mb")):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{flag} must be at least 1, got {getattr(self, name)}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"--decode-timeout-s must be more than 0, got {self.timeout_s}")
 
 
 @dataclass(frozen=True)
@@ -158,12 +207,15 @@ class RunConfig:
     mode: str = "resume"  # output holding other settings' captions: resume refuses, append adds, overwrite replaces
     retry_errors: bool = False  # try images that failed for good (undecodable...) again
     max_error_rate: float | None = None  # fail the run when more than this share of its images fail
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def validate(self) -> None:
         self.generation.validate()
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
+        self.storage.validate()
+        self.decode.validate()
             raise ConfigError(f"--max-error-rate is a share between 0 and 1, got {self.max_error_rate}")
         if not self.languages:
             raise ConfigError("--languages needs at least one language code, e.g. --languages en")

@@ -1,7 +1,10 @@
 """Pure decoding: bytes in, an RGB uint8 array at the model's input size out, or an error value.
 
-Nothing here raises for bad input: a file that is not an image, truncated or too large becomes a
-``DecodeFailure`` that the pipeline writes as an error row.
+Nothing here raises for bad input: a file that is not an image, truncated, in a format we refuse, or with a
+header asking for too many pixels becomes a ``DecodeFailure`` that the pipeline writes as an error row.
+Only the formats the caller lists are tried (Pillow's EPS plugin, for one, would run Ghostscript), and the
+pixel count is checked from the header before any pixel is decoded. Time and memory are bounded one level
+up, in ``sandbox``: a C decoder stuck in a loop cannot be stopped from inside its own process.
 """
 
 import io
@@ -15,6 +18,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # EXIF orientations that swap width and height.
 _TRANSPOSED = {5, 6, 7, 8}
 _ORIENTATION_TAG = 0x0112
+# Formats recognised by their first bytes only to say why they are refused: decoding them runs other programs.
+_REFUSED_MAGIC = {b"%!PS": "PostScript/EPS", b"\xc5\xd0\xd3\xc6": "PostScript/EPS", b"%PDF": "PDF"}
+# First bytes of common formats, to tell a damaged header from a file that is no image at all.
+_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8": "JPEG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF",
+          b"MM\x00*": "TIFF", b"RIFF": "WEBP"}
 
 
 @dataclass(frozen=True)
@@ -36,38 +44,59 @@ class Decoded:
 
 @dataclass(frozen=True)
 class DecodeFailure:
-    error_type: str  # empty | not_an_image | truncated | too_large | decode_error
+    # empty | not_an_image | unsupported_format | truncated | too_many_pixels | out_of_memory | decode_error
+    # (and, from the layers above: too_large, timeout, decoder_crashed)
+    error_type: str
     message: str
 
 
-def decode(data: bytes, sizes: Sequence[Resize]) -> Decoded | DecodeFailure:
-    """Decode ``data`` once and resize it for each model, with cheap JPEG draft decoding."""
+def decode(data: bytes, sizes: Sequence[Resize], *, formats: Sequence[str], max_pixels: int) -> Decoded | DecodeFailure:
+    """Decode ``data`` once and resize it for each model, with cheap JPEG draft decoding.
+
+    ``formats`` are Pillow format ids (JPEG, PNG...) to try; ``max_pixels`` caps width x height as the header
+    states it. Pillow's own DecompressionBombWarning counts as a failure too.
+    """
     if not data:
         return DecodeFailure("empty", "file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _decode(data, sizes)
+            return _decode(data, sizes, formats, max_pixels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return DecodeFailure("too_large", str(exc))
+        return DecodeFailure("too_many_pixels", str(exc))
     except UnidentifiedImageError:
-        return DecodeFailure("not_an_image", "content is not an image format Pillow can read")
+        refused = next((name for magic, name in _REFUSED_MAGIC.items() if data.startswith(magic)), None)
+        if refused:
+            return DecodeFailure("unsupported_format", f"{refused} is never decoded: it needs an external interpreter")
+        looks = next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
+        if looks in formats:
+            return DecodeFailure("decode_error", f"starts like {looks} but its header cannot be read")
+        if looks:
+            return DecodeFailure("unsupported_format", f"{looks} is not among the accepted formats (--image-formats)")
+        return DecodeFailure("not_an_image", f"content is not an image in an accepted format ({', '.join(formats)})")
+    except MemoryError:
+        return DecodeFailure("out_of_memory", "decoding needs more memory than allowed (--decode-memory-cap-mb)")
     except OSError as exc:
         kind = "truncated" if "truncated" in str(exc).lower() else "decode_error"
         return DecodeFailure(kind, f"{type(exc).__name__}: {exc}")
-    except (ValueError, SyntaxError, EOFError) as exc:
+    except Exception as exc:  # hostile headers reach odd corners of the decoders (struct.error, KeyError...)
         return DecodeFailure("decode_error", f"{type(exc).__name__}: {exc}")
 
 
-def _decode(data: bytes, sizes: Sequence[Resize]) -> Decoded:
-    with Image.open(io.BytesIO(data)) as img:
+def _decode(data: bytes, sizes: Sequence[Resize], formats: Sequence[str], max_pixels: int) -> Decoded | DecodeFailure:
+    with Image.open(io.BytesIO(data), formats=list(formats)) as img:
         orig_w, orig_h = img.size
+        if orig_w < 1 or orig_h < 1:
+            return DecodeFailure("decode_error", f"header says the image is {orig_w}x{orig_h} pixels")
+        if orig_w * orig_h > max_pixels:
+            return DecodeFailure("too_many_pixels", f"header says {orig_w}x{orig_h} = {orig_w * orig_h:,} pixels, "
+                                 f"more than the limit of {max_pixels:,} (--max-image-pixels)")
         if img.getexif().get(_ORIENTATION_TAG) in _TRANSPOSED:
             orig_w, orig_h = orig_h, orig_w
         # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying at least the largest size.
         img.draft("RGB", (max(s.width for s in sizes), max(s.height for s in sizes)))
-        img = _to_rgb(ImageOps.exif_transpose(img))
-        pixels = tuple(np.asarray(_resize(img, size), dtype=np.uint8) for size in sizes)
+        rgb = _to_rgb(ImageOps.exif_transpose(img))  # the first frame of an animation
+        pixels = tuple(np.asarray(_resize(rgb, size), dtype=np.uint8) for size in sizes)
     return Decoded(pixels=pixels, width=orig_w, height=orig_h)
 
 
@@ -82,9 +111,27 @@ def _resize(img: Image.Image, size: Resize) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB, with any transparency composited on white so transparent pixels do not turn black."""
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+    """RGB from any mode: transparency composited on white (so transparent pixels do not turn black),
+    16-bit and 32-bit samples scaled to 8 bits (not clipped to white)."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Grey levels of a 16-bit, 32-bit or float image as 8-bit "L"; transparency is kept as an alpha band."""
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        values = values * 255.0 if values.size and values.max() <= 1.0 else values
+    elif img.mode.startswith("I;16") or (values.size and values.max() > 255):
+        values = values / 257.0  # 0..65535 -> 0..255
+    grey = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    if "transparency" in img.info and isinstance(img.info["transparency"], int):
+        level = img.info["transparency"]
+        alpha = np.where(np.asarray(img) == level, 0, 255).astype(np.uint8)
+        return Image.merge("LA", (grey, Image.fromarray(alpha, "L")))
+    return grey

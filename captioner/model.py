@@ -1,8 +1,9 @@
 """Loading captioners, translators and image-text scorers from a hub id, a local folder or an
 object-store folder. No Ray here.
 
-Weights load from safetensors only and ``trust_remote_code`` stays off: a checkpoint can never run
-code of its own on our workers.
+Weights load from safetensors only (pickle weights only with ``allow_pickle_weights``) and
+``trust_remote_code`` stays off: a checkpoint can never run code of its own on our workers. Object-store
+folders are copied file by file to paths checked to stay inside the copy, whatever their keys hold.
 """
 
 import hashlib
@@ -96,12 +97,40 @@ def local_path(config: ModelConfig, options: dict | None = None) -> str:
             raise ModelError(f"model folder {config.name!r} does not exist or cannot be read")
         tmp = f"{target}.tmp-{uuid.uuid4().hex}"
         log.info("copying model %s to %s", config.name, target)
-        fs.get(path.rstrip("/") + "/", tmp + "/", recursive=True)
+        try:
+            _copy_folder(fs, path.rstrip("/"), tmp, config.name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             os.rename(tmp, target)
         except OSError:  # another worker on this node finished first
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _copy_folder(fs, root: str, target: str, name: str) -> None:
+    """Every object under ``root`` into ``target``, refusing keys that would land elsewhere (``..``, ``/x``)."""
+    base = os.path.realpath(target)
+    for remote in sorted(fs.find(root)):
+        relative = remote[len(root) + 1:]
+        parts = relative.split("/")
+        local = os.path.realpath(os.path.join(base, *parts))
+        if any(p in ("", ".", "..") for p in parts) or "\\" in relative or not local.startswith(base + os.sep):
+            raise ModelError(f"model folder {name!r} holds an object named {relative!r}, which would be written "
+                             "outside the local copy; refusing the whole folder")
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        fs.get_file(remote, local)
+
+
+def _pickle_only(path: str) -> list[str]:
+    """Pickle weight files of a local checkpoint folder that has no safetensors weights; empty otherwise."""
+    if not os.path.isdir(path):
+        return []
+    names = os.listdir(path)
+    if any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names):
+        return []
+    return sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt")) or n.endswith(".bin.index.json"))
 
 
 def _hub_kwargs(config: ModelConfig) -> dict:
@@ -111,12 +140,19 @@ def _hub_kwargs(config: ModelConfig) -> dict:
 def _pretrained(loader, config: ModelConfig, options: dict | None, what: str, **kwargs):
     """``loader.from_pretrained`` with an error message that says what to pass instead."""
     try:
-        return loader.from_pretrained(local_path(config, options), **_hub_kwargs(config), **kwargs)
+        return loader.from_pretrained(local_path(config, options), **_hub_kwargs(config), trust_remote_code=False,
+                                      **kwargs)
     except OSError as exc:
         raise ModelError(
             f"cannot load the {what} of {config.name!r}: {exc}. Pass a local folder, an s3:// folder, or a hub "
-            "id that is reachable (or already in the Hugging Face cache); weights must be safetensors"
+            "id that is reachable (or already in the Hugging Face cache); weights must be safetensors (or pass "
+            "--allow-pickle-weights for a checkpoint you trust)"
         ) from exc
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc) and "custom code" not in str(exc):
+            raise
+        raise ModelError(f"the {what} of {config.name!r} needs code shipped with the checkpoint; captioner never "
+                         "runs checkpoint code. Use a checkpoint built from transformers' own classes") from exc
 
 
 def describe(config: ModelConfig, options: dict | None = None) -> ModelInfo:
@@ -167,7 +203,15 @@ def _load(cls, loader, config: ModelConfig, options: dict | None, device: torch.
     device = device or default_device()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     tokenizer = _pretrained(AutoTokenizer, config, options, "tokenizer")
-    model = _pretrained(loader, config, options, "weights", use_safetensors=True, dtype=dtype)
+    pickled = _pickle_only(local_path(config, options))
+    if pickled and not config.allow_pickle_weights:
+        raise ModelError(
+            f"{config.name!r} has only pickle weights ({', '.join(pickled)}), and unpickling can run code, so only "
+            "safetensors load. Convert it where you trust it (from_pretrained, then save_pretrained writes "
+            "safetensors), or pass --allow-pickle-weights if you trust where it came from"
+        )
+    safetensors_only = True if not config.allow_pickle_weights else None  # None: safetensors first, else pickle
+    model = _pretrained(loader, config, options, "weights", use_safetensors=safetensors_only, dtype=dtype)
     model.to(device).eval()
     return cls(model, tokenizer, device, dtype, config.name, config.revision, **extra)
 

@@ -54,6 +54,7 @@ def run(config: RunConfig) -> RunSummary:
     """Caption every (image, language) of the input the output does not hold yet; returns the run's summary."""
     config.validate()
     started = time.monotonic()
+    _check_stores(config)
     summary = RunSummary(run_id=new_run_id(), output=config.output, fingerprint=config.fingerprint(),
                          settings=_settings(config))
     images = _model_inputs(config)
@@ -89,6 +90,15 @@ def run(config: RunConfig) -> RunSummary:
 
 
 def _replace(config: RunConfig, others: dict[str, set[str]]) -> None:
+def _check_stores(config: RunConfig) -> None:
+    """A missing, forbidden or unreachable bucket fails the run in seconds, before it writes anything."""
+    for name in (config.model.name, *(name for _, name in config.translate), config.clip_model or ""):
+        if "://" in name:
+            storage.check_access(name, config.storage.options(name))
+    storage.check_access(config.input.uri, config.storage.options(config.input.uri))
+    storage.check_access(config.output, config.storage.options(config.output), write=True)
+
+
     """Overwrite mode, after success: drop the old rows of every (image, language) that now has a new one."""
     opts = config.storage.options(config.output)
     shards = output.committed(config.output, opts)
@@ -104,7 +114,8 @@ def _model_inputs(config: RunConfig) -> dict[str, model.ImageSpec]:
     config.producers(info.languages)
     images = {schema.PIXELS: info.image}
     if config.clip_model:
-        clip = ModelConfig(name=config.clip_model, cache_dir=config.model.cache_dir)
+        clip = ModelConfig(name=config.clip_model, cache_dir=config.model.cache_dir,
+                           allow_pickle_weights=config.model.allow_pickle_weights)
         images[schema.CLIP_PIXELS] = model.describe_scorer(clip, config.storage.options(config.clip_model))
     return images
 
@@ -161,7 +172,7 @@ def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Tab
     ds = ray.data.from_arrow([todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)])
     ds = ds.map_batches(
         stages.read_and_decode,
-        fn_kwargs={"images": images, "store": config.storage},
+        fn_kwargs={"images": images, "store": config.storage, "limits": config.decode},
         batch_size=res.decode_batch_size,
         batch_format="numpy",
         num_cpus=1,
@@ -253,6 +264,7 @@ def _settings(config: RunConfig) -> dict:
         "resources": asdict(config.resources),
     }
 
+        "decode": asdict(config.decode),
 
 def _record(summary: RunSummary) -> dict:
     return {**asdict(summary), "images_per_s": summary.images_per_s, "schema_version": schema.SCHEMA_VERSION}

@@ -11,12 +11,13 @@ import logging
 from PIL import Image
 
 from . import query, schema, storage
-from .config import StorageConfig
+from .config import DEFAULT_FORMATS, StorageConfig
 from .schema import ATTEMPT, CAPTION, CLIP_SCORE, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, URI
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL = 192  # longest side of a thumbnail, in pixels
+THUMBNAIL_MAX_BYTES = 64 * 2**20  # larger images get no thumbnail rather than a worker full of bytes
 BINS = 20  # histogram bars per language
 
 SAMPLE = f"""
@@ -69,7 +70,8 @@ def _summary(stats: dict) -> str:
 def _thumbnail(uri: str, store: StorageConfig) -> str:
     """A data URI of a small JPEG of the image, or an empty string where it cannot be read."""
     try:
-        with Image.open(io.BytesIO(storage.read_bytes(uri, store.options(uri)))) as img:
+        data = storage.read_bytes(uri, store.options(uri), limit=THUMBNAIL_MAX_BYTES)
+        with Image.open(io.BytesIO(data), formats=list(DEFAULT_FORMATS)) as img:  # never EPS and the like
             img.draft("RGB", (THUMBNAIL, THUMBNAIL))
             thumb = img.convert("RGB")
             thumb.thumbnail((THUMBNAIL, THUMBNAIL))

@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from . import generate, model, schema, storage, writer
-from .config import ModelConfig, RunConfig, StorageConfig
-from .images import DecodeFailure, decode
+from . import generate, model, sandbox, schema, storage, writer
+from .config import DecodeConfig, ModelConfig, RunConfig, StorageConfig
+from .images import DecodeFailure
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +23,15 @@ READ_TRIES = 4  # attempts per object read within a run
 READ_BACKOFF_S = 0.5  # first retry delay; doubles each time, with jitter
 
 def read_and_decode(
-    batch: dict[str, np.ndarray], images: dict[str, model.ImageSpec], store: StorageConfig
+    batch: dict[str, np.ndarray], images: dict[str, model.ImageSpec], store: StorageConfig, limits: DecodeConfig
 ) -> dict[str, np.ndarray]:
     """Read each object and decode it once into every model's input (``images``: column -> spec).
 
-    Failures keep zero images and an error, so the batch goes on.
+    Failures keep zero images and an error, so the batch goes on. Objects over the size cap are never read, and
+    decoding happens in a bounded child process (``sandbox``), so no single file can stall or sink the worker.
     """
+    decoder = sandbox.shared(limits.formats, limits.max_pixels, limits.timeout_s, limits.memory_mb)
+    max_bytes = limits.max_file_mb * 2**20
     n = len(batch[schema.URI])
     columns = list(images)
     pixels = {c: np.zeros((n, s.resize.height, s.resize.width, 3), dtype=np.uint8) for c, s in images.items()}
@@ -42,7 +45,10 @@ def read_and_decode(
         try:
             if etags[i] is None:  # a manifest that named only the URI: record the identity that was read
                 sizes[i], etags[i] = storage.identity(uri, store.options(uri))
-            data = _read(uri, store)
+            if sizes[i] is not None and sizes[i] > max_bytes:
+                error_type[i], error[i] = "too_large", _too_large(sizes[i], limits)
+                continue
+            data = _read(uri, store, max_bytes + 1)
         except FileNotFoundError as exc:
             error_type[i], error[i] = "not_found", f"object is gone: {exc}"
             continue
@@ -52,10 +58,13 @@ def read_and_decode(
         except Exception as exc:  # any other store failure is this image's error, not the batch's
             error_type[i], error[i] = "read_error", f"{type(exc).__name__}: {exc}"
             continue
+        if len(data) > max_bytes:  # grew since it was listed
+            error_type[i], error[i] = "too_large", _too_large(len(data), limits)
+            continue
         if sizes[i] is not None and len(data) != sizes[i]:
             error_type[i], error[i] = "changed", f"object is {len(data)} bytes now, {sizes[i]} when listed"
             continue
-        result = decode(data, [images[c].resize for c in columns])
+        result = decoder.decode(data, [images[c].resize for c in columns])
         if isinstance(result, DecodeFailure):
             error_type[i], error[i] = result.error_type, result.message
             continue
@@ -67,11 +76,16 @@ def read_and_decode(
             schema.ERROR_TYPE: error_type, schema.ERROR: error}
 
 
-def _read(uri: str, store: StorageConfig) -> bytes:  # type: ignore[return]
-    """The object's bytes; store hiccups are retried with jittered exponential backoff, a missing object is not."""
+def _too_large(size: int, limits: DecodeConfig) -> str:
+    return f"file is {size / 2**20:,.1f} MiB, over the {limits.max_file_mb} MiB limit (--max-image-mb)"
+
+
+def _read(uri: str, store: StorageConfig, limit: int) -> bytes:  # type: ignore[return]
+    """At most ``limit`` bytes of the object; store hiccups are retried with jittered exponential backoff (on top
+    of the S3 client's own retries), a missing or forbidden object is not."""
     for attempt in range(READ_TRIES):
         try:
-            return storage.read_bytes(uri, store.options(uri))
+            return storage.read_bytes(uri, store.options(uri), limit=limit)
         except (FileNotFoundError, PermissionError):
             raise
         except Exception:
@@ -89,7 +103,8 @@ class CaptionActor:
         opts = config.storage.options
 
         def other(name: str) -> ModelConfig:
-            return ModelConfig(name=name, cache_dir=config.model.cache_dir)
+            return ModelConfig(name=name, cache_dir=config.model.cache_dir,
+                               allow_pickle_weights=config.model.allow_pickle_weights)
 
         self.models = generate.Models(
             captioner=model.load(config.model, opts(config.model.name)),

@@ -49,7 +49,7 @@ from transformers import (
 )
 
 from . import storage, synth
-from .config import StorageConfig
+from .config import DEFAULT_FORMATS, StorageConfig
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _held_out(image: bytes, fraction: float) -> bool:
 
 def decode_image(data: bytes, image_size: int, resample: int) -> Image.Image:
     """RGB at the model input size, decoded as the captioning pipeline does (JPEGs at a reduced DCT scale)."""
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data), formats=list(DEFAULT_FORMATS)) as image:  # never EPS and the like
         image.draft("RGB", (image_size, image_size))
         return image.convert("RGB").resize((image_size, image_size), resample)
 

@@ -214,3 +214,13 @@ def s3(s3_server):
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     fs.mkdir(bucket)
     return fs, bucket
+
+
+@pytest.fixture
+def faulty_s3(s3_server):
+    """A fault-injecting proxy in front of the local S3 server; set its rates (and denials) in the test."""
+    from faulty_proxy import FaultyProxy
+
+    proxy = FaultyProxy(s3_server)
+    yield proxy
+    proxy.close()

@@ -30,12 +30,20 @@ def test_help_explains_every_option():
 def test_arguments_become_configs():
     args = cli.build_parser().parse_args(
         ["run", "s3://b/in", "s3://b/out", "--languages", "en, fr", "--num-beams", "3", "--top-p", "0.9",
-         "--endpoint-url", "http://127.0.0.1:9000", "--batch-size", "8", "--extensions", "jpg,.png"]
+         "--endpoint-url", "http://127.0.0.1:9000", "--batch-size", "8", "--extensions", "jpg,.png",
+         "--image-formats", "jpeg,png,ppm", "--max-image-pixels", "1000", "--max-image-mb", "3",
+         "--decode-timeout-s", "2.5", "--decode-memory-cap-mb", "300", "--store-max-attempts", "4",
+         "--store-retry-mode", "adaptive", "--allow-pickle-weights"]
     )
     config = cli.run_config(args)
     assert config.languages == ("en", "fr")
     assert config.generation.num_beams == 3 and config.generation.do_sample
-    assert config.storage.options("s3://b/in") == {"endpoint_url": "http://127.0.0.1:9000"}
+    assert config.storage.options("s3://b/in")["endpoint_url"] == "http://127.0.0.1:9000"
+    assert config.storage.options("s3://b/in")["config_kwargs"]["retries"] == {"total_max_attempts": 4,
+                                                                                          "mode": "adaptive"}
+    assert (config.decode.formats, config.decode.max_pixels, config.decode.max_file_mb) == (("JPEG", "PNG", "PPM"),
+                                                                                             1000, 3)
+    assert (config.decode.timeout_s, config.decode.memory_mb, config.model.allow_pickle_weights) == (2.5, 300, True)
     assert config.resources.batch_size == 8 and config.resources.concurrency is None
     assert config.input.extensions == (".jpg", ".png")
     assert config.model.name == DEMO_MODEL

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 
 from captioner import model, schema, stages
-from captioner.config import GenerationConfig, InputConfig, ModelConfig, RunConfig, StorageConfig
+from captioner.config import DecodeConfig, GenerationConfig, InputConfig, ModelConfig, RunConfig, StorageConfig
 from captioner.images import Resize
 from conftest import BAD, GOOD
 
@@ -24,7 +24,7 @@ def test_read_and_decode_turns_failures_into_values(image_folder):
     spec = model.ImageSpec(resize=Resize(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, rescale=1 / 255)
     clip = model.ImageSpec(resize=Resize(16, 16, crop=True), mean=(0.5,) * 3, std=(0.5,) * 3, rescale=1 / 255)
     batch = _batch(paths + [image_folder / "gone.jpg"])
-    out = stages.read_and_decode(batch, {schema.PIXELS: spec, schema.CLIP_PIXELS: clip}, StorageConfig())
+    out = stages.read_and_decode(batch, {schema.PIXELS: spec, schema.CLIP_PIXELS: clip}, StorageConfig(), DecodeConfig())
     assert out[schema.CLIP_PIXELS].shape == (len(paths) + 1, 16, 16, 3)
     assert out[schema.PIXELS].shape == (len(paths) + 1, 32, 32, 3)
     errors = {uri.rsplit("/", 1)[1]: kind for uri, kind in zip(out[schema.URI], out[schema.ERROR_TYPE]) if kind}
@@ -36,7 +36,7 @@ def test_read_and_decode_turns_failures_into_values(image_folder):
 def test_caption_actor_writes_one_row_per_image(image_folder, tiny_model):
     paths = sorted(image_folder.glob("*.jpg"))
     info = model.describe(ModelConfig(name=str(tiny_model)))
-    decoded = stages.read_and_decode(_batch(paths), {schema.PIXELS: info.image}, StorageConfig())
+    decoded = stages.read_and_decode(_batch(paths), {schema.PIXELS: info.image}, StorageConfig(), DecodeConfig())
     config = RunConfig(input=InputConfig(str(image_folder)), output="unused", model=ModelConfig(name=str(tiny_model)),
                        generation=GenerationConfig(max_new_tokens=4))
     actor = stages.CaptionActor(config, run_id="run-1", num_threads=1)
@@ -57,7 +57,7 @@ def test_an_object_changed_since_listing_is_not_captioned_under_its_old_identity
     batch = _batch([path])
     batch[schema.SIZE] = batch[schema.SIZE] + 1  # listed at another size
     spec = model.ImageSpec(resize=Resize(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3, rescale=1 / 255)
-    out = stages.read_and_decode(batch, {schema.PIXELS: spec}, StorageConfig())
+    out = stages.read_and_decode(batch, {schema.PIXELS: spec}, StorageConfig(), DecodeConfig())
     assert out[schema.ERROR_TYPE][0] == "changed"
 
 
@@ -87,7 +87,40 @@ def test_store_hiccups_are_retried_within_the_run(monkeypatch, image_folder):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(stages, "READ_BACKOFF_S", 0.01)
     try:
-        assert stages._read(f"http://127.0.0.1:{server.server_port}/img0.jpg", StorageConfig()) == body
+        assert stages._read(f"http://127.0.0.1:{server.server_port}/img0.jpg", StorageConfig(), len(body)) == body
     finally:
         server.shutdown()
     assert len(seen) == 3
+
+
+def test_objects_over_the_size_cap_are_never_read(image_folder, tmp_path):
+    """A sparse 10 GiB file is refused from its listed size; one listed too small is cut off at the cap."""
+    import time
+
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as f:
+        f.truncate(10 * 2**30)
+    spec = model.ImageSpec(resize=Resize(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3, rescale=1 / 255)
+    lying = _batch([huge, image_folder / "img0.jpg"])
+    lying[schema.SIZE] = np.array([1000.0, lying[schema.SIZE][1]])  # a manifest that got the size wrong
+    started = time.monotonic()
+    for batch in (_batch([huge, image_folder / "img0.jpg"]), lying):
+        out = stages.read_and_decode(batch, {schema.PIXELS: spec}, StorageConfig(), DecodeConfig(max_file_mb=1))
+        assert list(out[schema.ERROR_TYPE]) == ["too_large", None]
+        assert "MiB limit (--max-image-mb)" in out[schema.ERROR][0]
+    assert time.monotonic() - started < 5
+
+
+def test_decoding_runs_under_the_time_budget(image_folder, tmp_path):
+    import io
+
+    from PIL import Image
+
+    slow = tmp_path / "slow.png"
+    buf = io.BytesIO()
+    Image.new("L", (8000, 8000), 90).save(buf, format="PNG")  # ~0.5 s of genuine decoding
+    slow.write_bytes(buf.getvalue())
+    spec = model.ImageSpec(resize=Resize(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3, rescale=1 / 255)
+    out = stages.read_and_decode(_batch([slow, image_folder / "img0.jpg"]), {schema.PIXELS: spec}, StorageConfig(),
+                                 DecodeConfig(timeout_s=0.05))
+    assert list(out[schema.ERROR_TYPE]) == ["timeout", None]
