@@ -204,18 +204,18 @@ class RunConfig:
     num_candidates: int = 1  # captions generated per image and language; the best CLIP score is kept
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
     mode: str = "resume"  # output holding other settings' captions: resume refuses, append adds, overwrite replaces
     retry_errors: bool = False  # try images that failed for good (undecodable...) again
     max_error_rate: float | None = None  # fail the run when more than this share of its images fail
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def validate(self) -> None:
         self.generation.validate()
+        self.storage.validate()
+        self.decode.validate()
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
-        self.storage.validate()
-        self.decode.validate()
             raise ConfigError(f"--max-error-rate is a share between 0 and 1, got {self.max_error_rate}")
         if not self.languages:
             raise ConfigError("--languages needs at least one language code, e.g. --languages en")

@@ -53,8 +53,8 @@ class RunFailed(RuntimeError):
 def run(config: RunConfig) -> RunSummary:
     """Caption every (image, language) of the input the output does not hold yet; returns the run's summary."""
     config.validate()
-    started = time.monotonic()
     _check_stores(config)
+    started = time.monotonic()
     summary = RunSummary(run_id=new_run_id(), output=config.output, fingerprint=config.fingerprint(),
                          settings=_settings(config))
     images = _model_inputs(config)
@@ -89,7 +89,6 @@ def run(config: RunConfig) -> RunSummary:
     return summary
 
 
-def _replace(config: RunConfig, others: dict[str, set[str]]) -> None:
 def _check_stores(config: RunConfig) -> None:
     """A missing, forbidden or unreachable bucket fails the run in seconds, before it writes anything."""
     for name in (config.model.name, *(name for _, name in config.translate), config.clip_model or ""):
@@ -99,6 +98,7 @@ def _check_stores(config: RunConfig) -> None:
     storage.check_access(config.output, config.storage.options(config.output), write=True)
 
 
+def _replace(config: RunConfig, others: dict[str, set[str]]) -> None:
     """Overwrite mode, after success: drop the old rows of every (image, language) that now has a new one."""
     opts = config.storage.options(config.output)
     shards = output.committed(config.output, opts)
@@ -262,9 +262,9 @@ def _settings(config: RunConfig) -> dict:
         "retry_errors": config.retry_errors,
         "max_error_rate": config.max_error_rate,
         "resources": asdict(config.resources),
+        "decode": asdict(config.decode),
     }
 
-        "decode": asdict(config.decode),
 
 def _record(summary: RunSummary) -> dict:
     return {**asdict(summary), "images_per_s": summary.images_per_s, "schema_version": schema.SCHEMA_VERSION}
