@@ -1,5 +1,6 @@
 """Frozen settings, one dataclass per concern, validated before any work starts."""
 
+import functools
 import hashlib
 import json
 import os
@@ -265,7 +266,7 @@ class RunConfig:
         if not self.generation.do_sample:
             del generation["seed"]  # greedy and beam search do not use it
         base = {
-            "model": self.model.name,
+            "model": model_identity(self.model.name),
             "revision": self.model.revision,
             "generation": generation,
             "clip_model": self.clip_model if self.num_candidates > 1 else None,
@@ -281,6 +282,32 @@ class RunConfig:
     def fingerprint(self) -> str:
         """One hash for the whole run, for run records."""
         return _digest(self.fingerprints())
+
+
+def model_identity(name: str) -> str:
+    """How fingerprints name a model: a hub id or object-store URL as given, a local folder by its content, so the
+    same model in another checkout, container or Ray working directory keeps resuming the same output."""
+    folder = Path(name)
+    if "://" in name or not folder.is_dir():
+        return name
+    files = tuple(sorted(
+        (path.relative_to(folder).as_posix(), path.stat().st_size, path.stat().st_mtime_ns)
+        for path in folder.rglob("*")
+        if path.is_file() and path.suffix != ".md" and not any(part.startswith(".") for part in path.parts)
+    ))
+    return _folder_digest(str(folder.resolve()), files)
+
+
+@functools.lru_cache(maxsize=16)
+def _folder_digest(folder: str, files: tuple[tuple[str, int, int], ...]) -> str:
+    """Digest of the files' names and bytes; cached while their sizes and times stay the same."""
+    digest = hashlib.sha256()
+    for relative, size, _ in files:
+        digest.update(f"{relative}\0{size}\0".encode())
+        with open(os.path.join(folder, relative), "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return f"folder:{digest.hexdigest()[:16]}"
 
 
 def _digest(payload: dict) -> str:

@@ -123,3 +123,17 @@ def test_concurrency_range():
     for low, high in [(None, 4), (4, 2)]:
         with pytest.raises(ConfigError, match="MIN:MAX"):
             ResourceConfig(concurrency=low, max_concurrency=high).validate(8, 1)
+
+
+def test_a_local_model_is_known_by_its_content_not_its_path(tiny_model, tmp_path):
+    import shutil
+
+    from captioner.config import model_identity
+
+    copy = shutil.copytree(tiny_model, tmp_path / "elsewhere" / "model")
+    (copy / "README.md").write_text("notes do not change captions\n")
+    assert model_identity(str(copy)) == model_identity(str(tiny_model)) != str(tiny_model)
+    assert model_identity("org/vit-gpt2") == "org/vit-gpt2" and model_identity("s3://b/m/") == "s3://b/m/"
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    assert model_identity(str(copy)) != model_identity(str(tiny_model))
