@@ -6,6 +6,7 @@ files instead of adding copies, and no run ever overwrites another run's shard.
 
 import collections
 import hashlib
+import json
 import posixpath
 
 import pyarrow as pa
@@ -16,8 +17,11 @@ from .output import Shard, commit
 
 
 def shard_name(run_id: str, uris: list[str]) -> str:
-    """Named by the run and the images it holds, so the same work in the same run lands in the same file."""
-    digest = hashlib.sha256("\n".join([run_id, *sorted(uris)]).encode()).hexdigest()
+    """Named by the run and the images it holds, so the same work in the same run lands in the same file.
+
+    A hash, never a piece of a URI, so no key can steer where a file goes; JSON keeps a URI holding a newline
+    from spelling two URIs and colliding with another shard."""
+    digest = hashlib.sha256(json.dumps([run_id, *sorted(uris)]).encode()).hexdigest()
     return f"part-{digest[:24]}.parquet"
 
 

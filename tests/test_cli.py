@@ -112,3 +112,41 @@ def test_concurrency_takes_a_number_or_a_range(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "in", "out", "--concurrency", "many"])
     assert "expected a number of actors or MIN:MAX" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_credentials_never_reach_logs_records_or_output(tiny_model, s3, faulty_s3, tmp_path):
+    """Canary credentials through a throttling store, with -v: not in any output, record, log or error."""
+    import shutil
+    import uuid
+
+    from conftest import jpeg_bytes
+
+    fs, bucket = s3
+    for i in range(5):
+        fs.pipe(f"{bucket}/in/img{i}.jpg", jpeg_bytes(i))
+    fs.pipe(f"{bucket}/in/broken.jpg", b"not an image")
+    secret, key_id = "canarySECRET/do+not+leak-7f3a9c", "AKIACANARY7F3A9C0000"
+    ray_tmp = f"/tmp/rc{uuid.uuid4().hex[:6]}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(AWS_SECRET_ACCESS_KEY=secret, AWS_ACCESS_KEY_ID=key_id, RAY_ADDRESS="local", RAY_TMPDIR=ray_tmp)
+    faulty_s3.error_rate = 0.1
+    command = [sys.executable, "-m", "captioner.cli", "-v", "run", f"s3://{bucket}/in/", f"s3://{bucket}/out",
+               "--endpoint-url", faulty_s3.url, "--model", str(tiny_model), "--max-new-tokens", "4"]
+    try:
+        ok = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert ok.returncode == 0, ok.stderr[-3000:]
+        faulty_s3.deny = {("PUT", "")}
+        refused = subprocess.run([*command[:6], f"s3://{bucket}/elsewhere", *command[7:]], env=env,
+                                 capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2 and "s3:PutObject" in refused.stderr, refused.stderr[-3000:]
+        written = [ok.stdout, ok.stderr, refused.stdout, refused.stderr]
+        written += [fs.cat(key).decode("latin-1") for key in fs.find(f"{bucket}/out")]
+        logs = [p for p in Path(ray_tmp).rglob("*") if p.is_file() and not p.is_socket()]
+        assert logs, "Ray wrote no logs to look through"
+        written += [p.read_bytes().decode("latin-1") for p in logs]
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert "captioned       5" in ok.stdout
+    for text in written:
+        assert secret not in text and key_id not in text

@@ -277,3 +277,125 @@ def test_demo_model_writes_each_language_natively(local_ray, tmp_path):
         assert words & own_shapes, (lang, row["caption"])
         if lang != "en":
             assert not words & (english_shapes - own_shapes), (lang, row["caption"])  # "triangle" is French too
+
+
+def _peak_rss_by_kind(stop, peaks):
+    """Sample the resident memory of Ray workers and decoding processes until ``stop`` is set."""
+    import time
+    from pathlib import Path
+
+    while not stop.is_set():
+        for proc in Path("/proc").iterdir():
+            try:
+                title = (proc / "cmdline").read_bytes().decode(errors="replace")
+                rss = int((proc / "statm").read_text().split()[1]) * 4096
+            except (OSError, ValueError, IndexError):
+                continue
+            kind = "decoder" if "captioner.sandbox" in title else "ray worker" if title.startswith("ray::") else None
+            if kind:
+                peaks[kind] = max(peaks.get(kind, 0), rss)
+        time.sleep(0.05)
+
+
+def test_malformed_corpus_every_file_once(local_ray, tiny_model, tmp_path):
+    """18 kinds of unusual files, 20 each: exit cleanly, one row per file, the right error for each bad one."""
+    import threading
+
+    import corpus
+
+    expected = corpus.write(tmp_path / "corpus")
+    out = str(tmp_path / "out")
+    peaks, stop = {}, threading.Event()
+    sampler = threading.Thread(target=_peak_rss_by_kind, args=(stop, peaks), daemon=True)
+    sampler.start()
+    try:
+        summary = pipeline.run(_config(tiny_model, str(tmp_path / "corpus"), out))
+    finally:
+        stop.set()
+        sampler.join()
+    assert summary.status == "succeeded" and summary.listed == len(expected) == 360
+    good = {str(p) for p, outcome in expected.items() if outcome is None}
+    assert (summary.captioned, summary.failed) == (len(good), len(expected) - len(good))
+    captions = _captions(out)
+    errors = _errors(out)
+    seen = [uri for uri, _ in captions] + [e["uri"] for e in errors]
+    assert sorted(seen) == sorted(str(p) for p in expected), "every file exactly once"
+    assert {uri for uri, _ in captions} == good
+    assert {e["uri"]: e["error_type"] for e in errors} == {str(p): o for p, o in expected.items() if o is not None}
+    assert all(e["error"] for e in errors)
+    print("peak RSS MiB:", {k: v // 2**20 for k, v in peaks.items()})
+    assert peaks["decoder"] < 200 * 2**20, peaks  # tiny images; bombs and 3 GiB files never decoded or read
+    assert peaks["ray worker"] < 2 * 2**30, peaks
+
+
+def _outputs(fs, prefix):
+    captions = {r["uri"]: r["caption"] for r in _captions(prefix, fs).values()}
+    errors = {e["uri"]: e["error_type"] for e in _errors(prefix, fs)}
+    return captions, errors
+
+
+def test_throttled_and_resetting_store_gives_the_same_output(local_ray, tiny_model, s3, s3_server, faulty_s3):
+    fs, bucket = s3
+    for i in range(24):
+        fs.pipe(f"{bucket}/in/img{i:02d}.jpg", jpeg_bytes(i))
+    fs.pipe(f"{bucket}/in/broken.jpg", b"not an image")
+    clean = pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/clean", endpoint=s3_server,
+                                 resources=ResourceConfig(rows_per_file=5)))
+    faulty_s3.error_rate, faulty_s3.reset_rate = 0.10, 0.05
+    faulty = pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/faulty", endpoint=faulty_s3.url,
+                                  resources=ResourceConfig(rows_per_file=5)))
+    assert faulty_s3.counts["slowdown"] + faulty_s3.counts["reset"] >= 3, faulty_s3.counts  # ~11 expected
+    assert (faulty.captioned, faulty.failed) == (clean.captioned, clean.failed) == (24, 1)
+    assert _outputs(fs, f"{bucket}/faulty") == _outputs(fs, f"{bucket}/clean")
+
+
+def test_unreachable_or_forbidden_store_fails_fast_and_writes_nothing(local_ray, tiny_model, s3, faulty_s3,
+                                                                        tmp_path):
+    import time
+
+    from captioner.storage import StoreError
+    from faulty_proxy import closed_port
+
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="cannot reach the object store .* for bucket 'photos'"):
+        pipeline.run(_config(tiny_model, "s3://photos/in/", str(tmp_path / "out"),
+                             endpoint=f"http://127.0.0.1:{closed_port()}"))
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "out").exists()
+
+    fs, bucket = s3
+    fs.pipe(f"{bucket}/in/img.jpg", jpeg_bytes(0))
+    faulty_s3.deny = {("PUT", ""), ("POST", "")}
+    with pytest.raises(StoreError, match=f"writing to s3://{bucket}/out: the credentials lack s3:PutObject"):
+        pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/out", endpoint=faulty_s3.url))
+    assert fs.find(bucket) == [f"{bucket}/in/img.jpg"]
+
+
+HOSTILE_KEYS = ["in/../../../../escape.jpg", "in//double-slash.jpg", "in/./dot.jpg", "in/" + "é" * 300 + ".jpg",
+                "in/\u202eright-to-left.jpg", "in/percent%2F..%2Fx.jpg", "in/q?x=1#frag.jpg",
+                "in/back\\..\\slash.jpg", "in/..jpg"]
+
+
+def test_hostile_keys_never_write_outside_output(local_ray, tiny_model, s3, s3_server, tmp_path):
+    import re
+
+    fs, bucket = s3
+    for i, key in enumerate(HOSTILE_KEYS):
+        fs.pipe(f"{bucket}/{key}", jpeg_bytes(i))
+    listed = {k.split("/", 1)[1] for k in fs.find(f"{bucket}/in")}
+    assert listed == set(HOSTILE_KEYS), listed  # the store keeps every key as it is
+    root = tmp_path / "deep" / "er"
+    out = root / "out"
+    summary = pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", str(out), endpoint=s3_server))
+    assert summary.captioned == len(HOSTILE_KEYS)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and all(out in p.parents for p in written), written
+    ours = re.compile(r"(captions/lang=en|errors)/part-[0-9a-f]{24}\.parquet|_commits/part-[0-9a-f]{24}\.json|"
+                      r"runs/[0-9TZ]+-[0-9a-f]{6}/(manifest\.parquet|run\.json)")
+    assert all(ours.fullmatch(str(p.relative_to(out))) for p in written), written
+    assert {uri for uri, _ in _captions(str(out))} == {f"s3://{bucket}/{k}" for k in HOSTILE_KEYS}
+
+    pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/out", endpoint=s3_server))
+    outside = [k for k in fs.find(bucket) if not k.startswith(f"{bucket}/in/") and not k.startswith(f"{bucket}/out/")]
+    assert outside == []
+    assert all(ours.fullmatch(k.split("/out/", 1)[1]) for k in fs.find(f"{bucket}/out"))

@@ -54,3 +54,13 @@ def test_retried_write_replaces_its_own_files(tmp_path):
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert len(files) == 3 and files[0].startswith("_commits/")
     assert output.captions(str(tmp_path), output.committed(str(tmp_path))).count_rows() == 4
+
+
+def test_shard_names_are_hashes_that_no_uri_can_collide():
+    import re
+
+    from captioner.writer import shard_name
+
+    hostile = ["s3://b/../../etc/passwd", "/abs/x.jpg", "s3://b/a\ns3://b/c", "ü" * 300]
+    assert all(re.fullmatch(r"part-[0-9a-f]{24}\.parquet", shard_name("r", [u])) for u in hostile)
+    assert shard_name("r", ["s3://b/a\ns3://b/c"]) != shard_name("r", ["s3://b/a", "s3://b/c"])
