@@ -27,6 +27,7 @@ ENTRYPOINT = "jobs/caption.py"
 EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", ".pytest_cache", "build", "dist", "*.egg-info",
             "demo-out", "bench-out", "test-artifacts"]
 POLL_S = 1.0
+RETRY_5XX_S = 60.0  # how long a head answering server errors is retried before giving up
 
 
 class SubmitError(RuntimeError):
@@ -134,7 +135,22 @@ def _exists(client, job_id: str) -> bool:
 
 
 def _call(address: str, request):
-    """One request to the cluster, with refusals turned into messages that say what to do."""
+    """One request to the cluster, retried while the head answers 5xx (its job agent still starting or busy), with
+    refusals turned into messages that say what to do. Retrying a submission is safe: its id is fixed."""
+    deadline = time.monotonic() + RETRY_5XX_S
+    delay = 1.0
+    while True:
+        try:
+            return _call_once(address, request)
+        except SubmitError as exc:
+            if "status code 5" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s; retrying in %.0f s", exc, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 8.0)
+
+
+def _call_once(address: str, request):
     try:
         return request()
     except ConnectionError as exc:

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +19,6 @@ from captioner import cli, schema, submit
 from captioner.config import InputConfig, RunConfig
 from conftest import _free_port, jpeg_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
 def ray_head(s3_server):
@@ -33,7 +32,12 @@ def ray_head(s3_server):
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--include-dashboard=true", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+         "--include-dashboard=true", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+         # Ports of its own, so another Ray on this machine (a test's, a developer's) cannot collide with it.
+         *(f"--{name}={_free_port()}" for name in ("ray-client-server-port", "dashboard-agent-listen-port",
+                                                   "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                                                   "metrics-export-port", "node-manager-port",
+                                                   "object-manager-port"))],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     address = f"http://127.0.0.1:{dashboard}"
@@ -46,6 +50,7 @@ def ray_head(s3_server):
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _wait_for_jobs_api(address: str, token: str, timeout_s: float = 90) -> None:
@@ -79,7 +84,7 @@ def _photos(s3, n: int) -> str:
 
 def _args(address: str, bucket: str, out: str, tiny_model, s3_server, *extra: str) -> list[str]:
     return ["submit", "--address", address, f"s3://{bucket}/in", f"s3://{bucket}/{out}", "--model", str(tiny_model),
-            "--endpoint-url", s3_server, "--rows-per-file", "2", "--working-dir", str(ROOT), *extra]
+            "--endpoint-url", s3_server, "--rows-per-file", "2", *extra]  # this checkout is the working dir
 
 
 def _rows(fs, bucket: str, out: str) -> list[tuple[str, str]]:
@@ -130,6 +135,18 @@ def test_same_run_attaches_and_another_run_on_the_output_is_refused(ray_head, as
     mine = [job for job in client.list_jobs() if job.submission_id.startswith(f"captioner-{output_key}-")]
     assert [job.status for job in mine] == ["SUCCEEDED"]
     assert len(_rows(fs, bucket, "out")) == 4
+
+
+@pytest.mark.slow
+def test_wait_exits_with_the_status_of_a_failed_job(ray_head, as_client, tiny_model, s3, s3_server, caplog):
+    caplog.set_level(logging.INFO)
+    address, token = ray_head
+    fs, _ = s3
+    bucket = _photos(s3, 2)
+    fs.pipe(f"{bucket}/in/broken.jpg", b"not an image")
+    as_client.setenv("RAY_AUTH_TOKEN", token)
+    assert cli.main([*_args(address, bucket, "out", tiny_model, s3_server), "--max-error-rate", "0", "--wait"]) == 1
+    assert "FAILED" in caplog.text
 
 
 @pytest.mark.slow
