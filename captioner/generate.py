@@ -2,8 +2,11 @@
 
 ``score`` is the mean log-probability per generated token (the end-of-text token included, any
 start or language prompt excluded) under the model that wrote the text: length-normalised, so short
-and long captions compare, and the same for greedy, beam and sampled text because it comes from one
-teacher-forced pass over the final tokens rather than from the search's internal scores.
+and long captions compare, and the same for greedy, beam and sampled text because it comes from the
+model's raw logits for the final tokens rather than from the search's internal (processed, length-
+penalised) scores. Greedy and sampled search keep each step's logits, which belong to the one sequence
+that step extends, so no second pass is needed; beam search reorders its beams, so its final tokens get
+one teacher-forced pass.
 
 ``clip_score`` is CLIPScore (Hessel et al. 2021): 2.5 * max(cos(image, text), 0).
 """
@@ -151,14 +154,22 @@ def _search(generation: GenerationConfig, num_candidates: int) -> dict:
 def _generate(captioner: Captioner, encoded: torch.Tensor, lang: str, generation: GenerationConfig,
               num_candidates: int = 1) -> list[Caption]:
     prompt = _prompt(captioner, lang, encoded.shape[0])
-    sequences = captioner.model.generate(
+    search = _search(generation, num_candidates)
+    stepwise = search["num_beams"] == 1  # each step's logits belong to the sequence it extends
+    out = captioner.model.generate(
         encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
         decoder_input_ids=prompt,
-        **_search(generation, num_candidates),
-    )  # (B * n, prompt + T)
-    encoded = encoded.repeat_interleave(num_candidates, dim=0)
-    scores = _mean_logprob(captioner, sequences, prompt.shape[1],
-                           encoder_outputs=BaseModelOutput(last_hidden_state=encoded))
+        return_dict_in_generate=True,
+        output_logits=stepwise,
+        **search,
+    )
+    sequences = out.sequences  # (B * n, prompt + T)
+    if stepwise:
+        scores = _mean_logprob_of_steps(captioner, out.logits, sequences[:, prompt.shape[1]:])
+    else:
+        encoded = encoded.repeat_interleave(num_candidates, dim=0)
+        scores = _mean_logprob(captioner, sequences, prompt.shape[1],
+                               encoder_outputs=BaseModelOutput(last_hidden_state=encoded))
     texts = captioner.tokenizer.batch_decode(sequences[:, prompt.shape[1]:], skip_special_tokens=True)
     return [Caption(text.strip(), score) for text, score in zip(texts, scores)]
 
@@ -203,7 +214,20 @@ def _mean_logprob(loaded: Loaded, sequences: torch.Tensor, prompt_len: int, **in
                           decoder_attention_mask=torch.ones_like(decoder_input_ids)).logits  # (B, L-1, V)
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     token_lp = logprobs.gather(-1, sequences[:, 1:, None]).squeeze(-1)[:, prompt_len - 1:]  # (B, T)
-    generated = sequences[:, prompt_len:]  # (B, T)
+    return _mean_until_end(loaded, token_lp, sequences[:, prompt_len:])
+
+
+def _mean_logprob_of_steps(loaded: Loaded, step_logits: Sequence[torch.Tensor], generated: torch.Tensor) -> list[float]:
+    """The same mean from the raw logits ``generate`` kept, one (B, V) tensor per generated token."""
+    token_lp = torch.stack([
+        logits.float().gather(-1, generated[:, t, None]).squeeze(-1) - torch.logsumexp(logits.float(), dim=-1)
+        for t, logits in enumerate(step_logits)
+    ], dim=1)  # (B, T)
+    return _mean_until_end(loaded, token_lp, generated)
+
+
+def _mean_until_end(loaded: Loaded, token_lp: torch.Tensor, generated: torch.Tensor) -> list[float]:
+    """Mean of (B, T) token log-probabilities up to and including each row's first end-of-text."""
     eos = torch.tensor(_eos_ids(loaded), device=generated.device)
     is_end = torch.isin(generated, eos).long()
     after_end = (is_end.cumsum(dim=1) - is_end) > 0  # tokens past the first end-of-text are padding

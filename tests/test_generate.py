@@ -4,9 +4,9 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor
 
-from captioner import generate, images, model
+from captioner import generate, images, model, synth
 from captioner.images import Resize
-from captioner.config import GenerationConfig, ModelConfig
+from captioner.config import DEMO_MODEL, DecodeConfig, GenerationConfig, ModelConfig
 from conftest import build_tiny_model, jpeg_bytes
 
 
@@ -15,13 +15,18 @@ def captioner(tiny_model):
     return model.load(ModelConfig(name=str(tiny_model)))
 
 
+def _decode(data, resize):
+    limits = DecodeConfig()
+    return images.decode(data, [resize], formats=limits.formats, max_pixels=limits.max_pixels).pixels[0]
+
+
 def _normalised(captioner, pixels):
     return generate.pixel_values(pixels, captioner.info.image, captioner.device, captioner.dtype)
 
 
 @pytest.fixture(scope="module")
 def pixels():
-    return np.stack([images.decode(jpeg_bytes(i), [Resize(32, 32)]).pixels[0] for i in range(4)])
+    return np.stack([_decode(jpeg_bytes(i), Resize(32, 32)) for i in range(4)])
 
 
 def test_device_normalisation_matches_the_image_processor(captioner, tiny_model, pixels):
@@ -37,6 +42,46 @@ def test_greedy_is_token_for_token_model_generate(captioner, pixels):
     texts = captioner.tokenizer.batch_decode(reference, skip_special_tokens=True)
     assert [r["en"].text for r in ours] == [t.strip() for t in texts]
     assert all(r["en"].text for r in ours)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return model.load(ModelConfig(name=DEMO_MODEL))
+
+
+@pytest.fixture(scope="module")
+def scenes(demo):
+    """16 synthetic scenes at the demo model's size: it captions them and ends each caption early."""
+    size = demo.info.image.resize.height
+    return np.stack([np.asarray(synth.render(scene, size)) for scene in synth.scenes(16, seed=99)])
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_the_benchmark_settings_are_token_for_token_model_generate(demo, scenes, num_beams):
+    """benchmarks/bench.py's settings (batch 16, 32 new tokens) with a language-token prompt, captions of
+    different lengths that end before the cap, greedy and beam search."""
+    settings = GenerationConfig(max_new_tokens=32, num_beams=num_beams)
+    x = _normalised(demo, scenes)
+    for lang in ("en", "fr"):
+        ours = generate.caption(demo, scenes, [[lang]] * len(scenes), settings)
+        prompt = torch.tensor([[demo.model.config.decoder_start_token_id, demo.info.languages[lang]]] * len(scenes))
+        reference = demo.model.generate(pixel_values=x, decoder_input_ids=prompt, max_new_tokens=32,
+                                        num_beams=num_beams)
+        texts = demo.tokenizer.batch_decode(reference[:, 2:], skip_special_tokens=True)
+        assert [r[lang].text for r in ours] == [t.strip() for t in texts]
+        assert reference.shape[1] < 2 + 32  # every caption ended before the cap
+        assert len({len(t.split()) for t in texts}) > 1
+
+
+def test_greedy_scores_from_the_search_equal_a_teacher_forced_pass(demo, scenes):
+    """Greedy search scores from the logits it kept; beam search scores by a second pass: same definition."""
+    ours = generate.caption(demo, scenes, [["de"]] * len(scenes), GenerationConfig(max_new_tokens=32))
+    x = _normalised(demo, scenes)
+    prompt = torch.tensor([[demo.model.config.decoder_start_token_id, demo.info.languages["de"]]] * len(scenes))
+    with torch.inference_mode():
+        sequences = demo.model.generate(pixel_values=x, decoder_input_ids=prompt, max_new_tokens=32)
+        teacher_forced = generate._mean_logprob(demo, sequences, 2, pixel_values=x)
+    assert [r["de"].score for r in ours] == pytest.approx(teacher_forced, abs=1e-4)
 
 
 def test_score_is_mean_token_logprob(captioner, pixels):
@@ -115,7 +160,7 @@ def test_clip_score_equals_a_direct_computation(scorer, tiny_clip):
     from transformers import AutoImageProcessor
 
     data = jpeg_bytes(5, size=(32, 32))
-    pixels = images.decode(data, [scorer.image.resize]).pixels[0][None]
+    pixels = _decode(data, scorer.image.resize)[None]
     text = "a red circle above a blue square"
     ours = generate.clip_scores(scorer, pixels, [text])[0]
 
