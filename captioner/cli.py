@@ -107,7 +107,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    "adds nodes, e.g. 1:8 (default: one per GPU, or CPUs/2 on CPU)")
     r.add_argument("--batch-size", type=int, help="images per model call (default: 64 on GPU, 16 on CPU)")
     r.add_argument("--num-gpus", type=float, help="GPUs per caption actor (default: 1 if the cluster has GPUs)")
-    r.add_argument("--num-cpus", type=float, help="CPUs (and torch threads) per caption actor")
+    r.add_argument("--num-cpus", type=float, help="CPUs per caption actor")
+    r.add_argument("--num-threads", type=int, help="torch threads per caption actor on CPU (default: its share of "
+                   "all the cluster's cores, since decoding needs little)")
     r.add_argument("--decode-batch-size", type=int, default=ResourceConfig.decode_batch_size,
                    help="images per read+decode task call (default: %(default)s)")
     r.add_argument("--decode-memory-mb", type=int, default=ResourceConfig.decode_memory_mb,
@@ -195,7 +197,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         resources=ResourceConfig(concurrency=args.concurrency and args.concurrency[0],
                                  max_concurrency=args.concurrency and args.concurrency[1],
                                  batch_size=args.batch_size, num_gpus=args.num_gpus,
-                                 num_cpus=args.num_cpus, decode_batch_size=args.decode_batch_size,
+                                 num_cpus=args.num_cpus, num_threads=args.num_threads,
+                                 decode_batch_size=args.decode_batch_size,
                                  decode_memory_mb=args.decode_memory_mb,
                                  rows_per_file=args.rows_per_file),
         storage=_storage(args),

@@ -132,7 +132,8 @@ class ResourceConfig:
     max_concurrency: int | None = None  # the most caption actors; Ray Data adds actors up to it as work waits
     batch_size: int | None = None  # images per caption call
     num_gpus: float | None = None  # GPUs per caption actor
-    num_cpus: float | None = None  # CPUs per caption actor (also its torch threads)
+    num_cpus: float | None = None  # CPUs per caption actor
+    num_threads: int | None = None  # torch threads per caption actor on CPU (default: its share of all cores)
     decode_batch_size: int = 16  # images per read+decode task batch
     decode_memory_mb: int = 512  # memory reserved per decode task; a 12 MP image decodes to ~36 MB per copy
     rows_per_file: int = 1024  # images per output shard
@@ -149,12 +150,20 @@ class ResourceConfig:
             cpus = self.num_cpus if self.num_cpus is not None else float(min(4, max(1, int(cluster_cpus // 2))))
             concurrency = max(1, int((cluster_cpus // 2) // cpus))
             batch = 16
+        concurrency = self.concurrency if self.concurrency is not None else concurrency
+        threads = max(1, int(cpus))
+        if not gpus:
+            # Captioning on CPU costs tens of times what decoding does, and decode tasks wait on backpressure most
+            # of the time, so the actors' threads share every core (Ray still counts num_cpus, which leaves decode
+            # tasks room to run). A thread per held CPU left half of a 2-core machine idle (benchmarks/bench.py).
+            threads = max(threads, int(cluster_cpus // (self.max_concurrency or concurrency)))
         return replace(
             self,
-            concurrency=self.concurrency if self.concurrency is not None else concurrency,
+            concurrency=concurrency,
             batch_size=self.batch_size if self.batch_size is not None else batch,
             num_gpus=gpus,
             num_cpus=cpus,
+            num_threads=self.num_threads if self.num_threads is not None else threads,
         )
 
     def validate(self, cluster_cpus: float, cluster_gpus: float) -> None:
@@ -167,7 +176,8 @@ class ResourceConfig:
             raise ConfigError(
                 f"each caption actor asks for {self.num_cpus:g} CPUs but the cluster has {cluster_cpus:g}; lower --num-cpus"
             )
-        for name in ("concurrency", "batch_size", "decode_batch_size", "decode_memory_mb", "rows_per_file"):
+        for name in ("concurrency", "batch_size", "num_threads", "decode_batch_size", "decode_memory_mb",
+                     "rows_per_file"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

@@ -182,7 +182,7 @@ def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Tab
     )
     ds = ds.map_batches(
         stages.CaptionActor,
-        fn_constructor_kwargs={"config": config, "run_id": summary.run_id, "num_threads": int(res.num_cpus)},
+        fn_constructor_kwargs={"config": config, "run_id": summary.run_id, "num_threads": res.num_threads},
         compute=ray.data.ActorPoolStrategy(min_size=res.concurrency, max_size=res.max_concurrency or res.concurrency),
         batch_size=res.batch_size,
         batch_format="numpy",

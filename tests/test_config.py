@@ -137,3 +137,10 @@ def test_a_local_model_is_known_by_its_content_not_its_path(tiny_model, tmp_path
     weights = copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     assert model_identity(str(copy)) != model_identity(str(tiny_model))
+
+
+def test_cpu_actors_thread_over_every_core_and_gpu_actors_over_their_own():
+    assert ResourceConfig().resolve(cluster_cpus=2, cluster_gpus=0).num_threads == 2
+    assert ResourceConfig().resolve(cluster_cpus=16, cluster_gpus=0).num_threads == 8  # 2 actors
+    assert ResourceConfig(num_threads=1).resolve(cluster_cpus=2, cluster_gpus=0).num_threads == 1
+    assert ResourceConfig().resolve(cluster_cpus=16, cluster_gpus=2).num_threads == 1
