@@ -1,0 +1,63 @@
+"""benchmarks/bench.py on tiny settings, so the script keeps working; its figures are not judged here."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "SIZES", {"camera": (160, 120), "web": (96, 72)})  # tiny stand-ins
+    return module
+
+
+def _run(bench, tmp_path, *argv) -> dict:
+    out = tmp_path / "result.json"
+    assert bench.main(["--cache", str(tmp_path / "cache"), "--json", str(out), "--repeats", "1", *argv]) == 0
+    return json.loads(out.read_text())
+
+
+def test_model_only_baseline_and_decode(bench, tmp_path, capsys):
+    result = _run(bench, tmp_path, "--model", "demo", "--images", "8", "--inputs", "web-jpeg", "--decode-images", "2",
+                  "--skip", "pipeline")
+    assert result["images_per_s"]["model_only"] > 0 and result["images_per_s"]["baseline"] > 0
+    assert "pipeline/model_only" not in result["ratios"]
+    assert [row["inputs"] for row in result["decode"]] == bench.KINDS
+    assert all(row["draft"] > 0 and row["full"] > 0 for row in result["decode"])
+    assert result["flops_per_image"] > 0
+    assert "decode, 1 core" in capsys.readouterr().out
+
+
+def test_textured_images_compress_like_photos(bench):
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    bench.textured(np.random.default_rng(0), 640, 480).save(buf, format="JPEG", quality=90)
+    assert 10_000 < len(buf.getvalue()) < 200_000  # neither a flat fill nor incompressible noise
+
+
+@pytest.mark.slow
+def test_pipeline_ratios_and_memory(bench, tmp_path):
+    result = _run(bench, tmp_path, "--model", "demo", "--images", "32", "--inputs", "web-jpeg", "--batch-size", "8",
+                  "--skip", "baseline,decode")
+    run = result["rounds"][0]["pipeline"]
+    assert (run["captioned"], run["shards"]) == (32, 4)
+    assert result["images_per_s"]["pipeline"] > 0 and result["ratios"]["pipeline/model_only"] > 0
+    assert result["pipeline"]["driver_peak_mib"] > 0 and result["pipeline"]["actor_peak_mib"] > 0
+
+
+@pytest.mark.slow
+def test_memory_run(bench, tmp_path, capsys):
+    result = _run(bench, tmp_path, "--memory-run", "200")
+    assert result["memory_run"]["captioned"] == 200
+    assert set(result["points"]) == {"start", "middle", "end"}
+    assert "driver MiB" in capsys.readouterr().out
