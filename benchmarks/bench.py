@@ -384,7 +384,7 @@ def main(argv: list[str]) -> int:
                         help="images for model-only, pipeline and baseline (default: %(default)s)")
     parser.add_argument("--decode-images", type=int, default=16, help="images per kind for the decode table")
     parser.add_argument("--batch-size", type=int, help="caption batch size of model-only and the pipeline "
-                        "(default: the job's own, 16 on CPU; on a GPU 0 measures the best)")
+                        "(default: the job's own, 32 on CPU; on a GPU 0 measures the best)")
     parser.add_argument("--max-new-tokens", type=int, default=GenerationConfig.max_new_tokens)
     parser.add_argument("--num-beams", type=int, default=GenerationConfig.num_beams)
     parser.add_argument("--repeats", type=int, default=3, help="rounds of model-only, baseline, pipeline")

@@ -105,7 +105,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--concurrency", type=_concurrency, metavar="N|MIN:MAX",
                    help="caption actors, or a range the pool grows in as work waits, so an autoscaling GPU group "
                    "adds nodes, e.g. 1:8 (default: one per GPU, or CPUs/2 on CPU)")
-    r.add_argument("--batch-size", type=int, help="images per model call (default: 64 on GPU, 16 on CPU)")
+    r.add_argument("--batch-size", type=int, help="images per model call (default: 64 on GPU, 32 on CPU)")
     r.add_argument("--num-gpus", type=float, help="GPUs per caption actor (default: 1 if the cluster has GPUs)")
     r.add_argument("--num-cpus", type=float, help="CPUs per caption actor")
     r.add_argument("--num-threads", type=int, help="torch threads per caption actor on CPU (default: its share of "

@@ -149,7 +149,7 @@ class ResourceConfig:
         else:
             cpus = self.num_cpus if self.num_cpus is not None else float(min(4, max(1, int(cluster_cpus // 2))))
             concurrency = max(1, int((cluster_cpus // 2) // cpus))
-            batch = 16
+            batch = 32  # ViT-GPT2 on 2 cores: 2.3, 2.9, 3.7, 3.8 images/s at 8, 16, 32, 64 (benchmarks/bench.py)
         concurrency = self.concurrency if self.concurrency is not None else concurrency
         threads = max(1, int(cpus))
         if not gpus:
