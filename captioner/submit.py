@@ -18,6 +18,7 @@ from pathlib import Path
 from ray.exceptions import AuthenticationError
 
 from .config import ConfigError, RunConfig
+from .storage import redact
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def submit(address: str, config: RunConfig, run_argv: Sequence[str], *, wait: bo
         try:
             _call(address, lambda: client.submit_job(entrypoint=entrypoint, submission_id=job_id,
                                                      runtime_env=runtime_env,
-                                                     metadata={"captioner_output": config.output}))
+                                                     metadata={"captioner_output": redact(config.output)}))
             log.info("submitted job %s to %s", job_id, address)
         except SubmitError:
             if not _exists(client, job_id):
