@@ -1,7 +1,6 @@
 """The one module that knows the stage order: list, subtract done work, read+decode, caption, write."""
 
 import logging
-import math
 import os
 import time
 import uuid
@@ -17,7 +16,6 @@ from .config import ConfigError, ModelConfig, RunConfig
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 5.0
-MAX_BLOCK_ROWS = 4096  # URIs per input block
 MIN_IMAGES_FOR_ERROR_RATE = 100  # --max-error-rate judges early only after this many images
 
 
@@ -167,8 +165,7 @@ def _execute(config: RunConfig, images: dict[str, model.ImageSpec], todo: pa.Tab
     log.info("caption actors: %d x (%g CPU, %g GPU), batch size %d", res.concurrency, res.num_cpus, res.num_gpus,
              res.batch_size)
 
-    # Enough blocks to keep every CPU decoding, few enough that millions of URIs stay cheap to schedule.
-    per_block = max(res.decode_batch_size, min(MAX_BLOCK_ROWS, math.ceil(todo.num_rows / (4 * cluster.get("CPU", 1.0)))))
+    per_block = res.block_rows(todo.num_rows, cluster.get("CPU", 1.0))
     ds = ray.data.from_arrow([todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)])
     ds = ds.map_batches(
         stages.read_and_decode,

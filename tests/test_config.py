@@ -117,6 +117,25 @@ def test_actor_and_decode_task_must_fit_on_one_node():
         ResourceConfig(num_gpus=0, num_cpus=1, decode_memory_mb=64 * 1024).check_fits(nodes)
 
 
+def test_actors_must_leave_a_cpu_for_decoding():
+    nodes = [{"CPU": 2.0, "memory": 16 * GIB}]
+    ResourceConfig(concurrency=1, num_cpus=1).check_fits(nodes)
+    with pytest.raises(ConfigError, match="take 1.5 of the cluster's 2 CPUs and leave none for a decode task"):
+        ResourceConfig(concurrency=2, num_cpus=0.75).check_fits(nodes)  # 0.5 CPU left: decoding would never start
+
+
+@pytest.mark.parametrize("images,cpus,batch", [(192, 2, 32), (100, 2, 32), (10**7, 64, 48), (5, 2, 64), (1000, 16, 1)])
+def test_input_blocks_hold_whole_caption_batches(images, cpus, batch):
+    rows = ResourceConfig(batch_size=batch, decode_batch_size=16).block_rows(images, cpus)
+    assert rows % batch == 0 and rows >= 16
+    assert rows < 4096 + batch  # millions of URIs still make many small tasks
+
+
+def test_input_blocks_keep_every_cpu_decoding():
+    assert ResourceConfig(batch_size=32).block_rows(4096, 8) == 128  # 32 blocks for 8 CPUs
+    assert ResourceConfig(batch_size=48).block_rows(10**7, 64) == 4128  # 4096 rounded up to whole batches
+
+
 def test_concurrency_range():
     res = ResourceConfig(concurrency=1, max_concurrency=8).resolve(cluster_cpus=8, cluster_gpus=1)
     assert (res.concurrency, res.max_concurrency) == (1, 8)

@@ -1,5 +1,6 @@
 """The bounded decoding process, with genuinely slow and genuinely memory-hungry images."""
 
+import fcntl
 import io
 import os
 import pickle
@@ -42,6 +43,14 @@ def test_same_pixels_as_decoding_in_process(decoder):
     assert all(np.array_equal(a, b) for a, b in zip(child.pixels, here.pixels))
     assert (child.width, child.height) == (80, 60)
     assert decoder.decode(b"not an image", SIZES).error_type == "not_an_image"
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
+def test_a_photo_crosses_to_the_child_in_few_writes(decoder):
+    big = jpeg_bytes(4, size=(1600, 1200)) + b"\0" * (3 << 20)  # a 3 MB photo: trailing bytes are ignored by JPEG
+    assert decoder.decode(big, SIZES).width == 1600
+    for pipe in (decoder._proc.stdin, decoder._proc.stdout):
+        assert fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) == sandbox.PIPE_BYTES
 
 
 def test_a_slow_decode_is_cut_off_and_the_next_image_still_decodes():
