@@ -8,9 +8,10 @@ Measures, on the same images and the same model, with the same generation settin
               torch thread per CPU) on batches decoded beforehand into memory (uint8 at the model's size):
               the pipeline's ceiling on this machine;
   pipeline    ``captioner run`` in a child process, from the image files to committed Parquet, one shard per
-              caption batch; the rate is the images of all shards but the first over the time between the
-              first shard's commit marker and the last's; the time to the first marker (Ray, the model
-              load, the first batch) is reported apart as startup;
+              caption batch; the rate is the images of the shards after the k-th over the time between the
+              k-th shard's commit marker and the last's (k caption actors finish their first batches
+              together); the time to the first marker (Ray, the model load, the first batch) is reported
+              apart as startup;
   baseline    what a model card shows: PIL opens each file, the image processor, ``model.generate`` in
               batches of 8, ``batch_decode``; one process, default torch threads;
   decode      ``images.decode`` per image in one process (so per CPU core), with libjpeg's draft (reduced-size
@@ -221,6 +222,7 @@ class Sampler:
     samples: list[dict] = field(default_factory=list)
     peak_driver: int = 0
     peak_actor: int = 0
+    actors: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -235,7 +237,9 @@ class Sampler:
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
             driver = _memory(self.pid)
-            actor = max((_memory(pid) for pid in _caption_actors()), key=lambda m: m["rss"], default=None)
+            pids = _caption_actors()
+            self.actors.update(pids)
+            actor = max((_memory(pid) for pid in pids), key=lambda m: m["rss"], default=None)
             self.peak_driver = max(self.peak_driver, driver["peak"])
             self.peak_actor = max(self.peak_actor, actor["peak"] if actor else 0)
             if driver["rss"]:
@@ -294,13 +298,23 @@ def pipeline(paths: list[Path], model_dir: str, out: Path, args: argparse.Namesp
     # marker was written), which would shorten the steady phase measured from the driver's side.
     markers = sorted((path.stat().st_mtime, json.loads(path.read_text())["counts"]["images"])
                      for path in (out / "_commits").glob("*.json"))
-    steady_s = markers[-1][0] - markers[0][0]
-    steady_images = sum(images for _, images in markers[1:])
     return {"images": record["images"], "captioned": record["captioned"], "shards": len(markers),
+            "caption_actors": len(sampler.actors),
             "startup_s": markers[0][0] - started, "elapsed_s": record["elapsed_s"],
-            "images_per_s": steady_images / steady_s if steady_s > 0 else float("nan"),
+            "images_per_s": steady_rate(markers, len(sampler.actors)),
             "images_per_s_with_startup": record["images_per_s"], "driver_peak_mib": sampler.peak_driver,
             "actor_peak_mib": sampler.peak_actor, "samples": sampler.samples}
+
+
+def steady_rate(markers: list[tuple[float, int]], actors: int) -> float:
+    """Images per second from the k-th commit marker to the last (``markers``: sorted (time, images)).
+
+    With k caption actors the first k shards land together once each actor's first batch is done; measured from
+    the first marker, two actors would count a whole batch as done in no time.
+    """
+    first = max(0, min(actors, len(markers) - 1) - 1)
+    seconds = markers[-1][0] - markers[first][0]
+    return sum(images for _, images in markers[first + 1:]) / seconds if seconds > 0 else float("nan")
 
 
 # ---------------------------------------------------------------- decode

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,15 @@ def test_textured_images_compress_like_photos(bench):
     buf = io.BytesIO()
     bench.textured(np.random.default_rng(0), 640, 480).save(buf, format="JPEG", quality=90)
     assert 10_000 < len(buf.getvalue()) < 200_000  # neither a flat fill nor incompressible noise
+
+
+def test_steady_rate_starts_once_every_actor_has_delivered(bench):
+    one = [(10.0 + 8 * i, 32) for i in range(5)]  # one actor: 32 images every 8 s
+    assert bench.steady_rate(one, actors=1) == pytest.approx(4.0)
+    two = sorted([(10.0 + 16 * i, 32) for i in range(4)] + [(10.5 + 16 * i, 32) for i in range(4)])  # 2 x 2 img/s
+    assert bench.steady_rate(two, actors=2) == pytest.approx(4.0, rel=0.05)
+    assert bench.steady_rate(two, actors=1) > 4.3  # what counting from the first marker reported
+    assert math.isnan(bench.steady_rate([(5.0, 32)], actors=1))
 
 
 @pytest.mark.slow
