@@ -30,7 +30,7 @@ class RunSummary:
     failed: int = 0
     captions: int = 0  # rows written to captions/ (images x languages)
     elapsed_s: float = 0.0
-    startup_s: float = 0.0  # listing, planning and model loading before the first result
+    startup_s: float = 0.0  # until the first shard was committed: listing, planning, model loading, first batches
     status: str = "running"
     fingerprint: str = ""
     settings: dict = field(default_factory=dict)
