@@ -79,7 +79,7 @@ class Decoder:
             [sys.executable, "-m", "captioner.sandbox", str(self.memory_mb), str(self.timeout_s + KILL_GRACE_S)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
         )
-        if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux: a 3 MB photo in 3 writes, not 48 (decoding 12 MP JPEGs: -12%)
+        if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux: a 3 MB photo in 3 writes, not 48 (12 MP JPEG: 36 -> 33 ms)
             for pipe in (self._proc.stdin, self._proc.stdout):
                 with contextlib.suppress(OSError):  # over /proc/sys/fs/pipe-max-size: the default still works
                     fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)

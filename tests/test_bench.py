@@ -31,7 +31,7 @@ def test_model_only_baseline_and_decode(bench, tmp_path, capsys):
     assert result["images_per_s"]["model_only"] > 0 and result["images_per_s"]["baseline"] > 0
     assert "pipeline/model_only" not in result["ratios"]
     assert [row["inputs"] for row in result["decode"]] == bench.KINDS
-    assert all(row["draft"] > 0 and row["full"] > 0 for row in result["decode"])
+    assert all(row["draft"] > 0 and row["full"] > 0 and row["child"] > 0 for row in result["decode"])
     assert result["flops_per_image"] > 0
     assert "decode, 1 core" in capsys.readouterr().out
 
