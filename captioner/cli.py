@@ -413,7 +413,8 @@ def format_summary(summary: pipeline.RunSummary) -> str:
         f"  captioned       {summary.captioned}",
         f"  failed          {summary.failed}   (see errors/)",
         f"  caption rows    {summary.captions}",
-        f"  elapsed         {summary.elapsed_s:.1f} s ({summary.images_per_s:.1f} images/s; first shard committed after {summary.startup_s:.1f} s)",
+        f"  elapsed         {summary.elapsed_s:.1f} s ({summary.images_per_s:.1f} images/s; "
+        f"first shard committed after {summary.startup_s:.1f} s)",
         f"  output          {summary.output.rstrip('/')}/captions/  (Parquet, partitioned by lang)",
     ])
 

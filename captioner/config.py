@@ -217,9 +217,9 @@ class ResourceConfig:
         taken = (self.concurrency or 1) * (self.num_cpus or 0.0)
         if cpus - taken < decode["CPU"]:
             raise ConfigError(
-                f"{self.concurrency or 1} caption actor(s) x {self.num_cpus or 0:g} CPU take {taken:g} of the cluster's "
-                f"{cpus:g} CPUs and leave none for a decode task (1 CPU), so the run would wait for ever. Lower "
-                "--concurrency or --num-cpus"
+                f"{self.concurrency or 1} caption actor(s) x {self.num_cpus or 0:g} CPU take {taken:g} of the "
+                f"cluster's {cpus:g} CPUs and leave none for a decode task (1 CPU), so the run would wait for ever. "
+                "Lower --concurrency or --num-cpus"
             )
 
 
