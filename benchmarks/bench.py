@@ -54,7 +54,12 @@ import torch
 from PIL import Image, JpegImagePlugin
 from torch.utils.flop_counter import FlopCounterMode
 
-from captioner import images, model, sandbox, schema, stages
+from captioner import schema
+from captioner.media import image as images
+from captioner.media import sandbox
+from captioner.models import loading as model
+from captioner.run import stages
+from captioner.run.resources import resolve
 from captioner.config import (DEMO_MODEL, DecodeConfig, GenerationConfig, InputConfig, ModelConfig, ResourceConfig,
                               RunConfig)
 
@@ -438,7 +443,7 @@ def main(argv: list[str]) -> int:
     cpus = os.cpu_count() or 1
     config = RunConfig(input=InputConfig(str(paths[0].parent)), output="unused", model=ModelConfig(args.model_dir),
                        generation=generation, resources=ResourceConfig(batch_size=args.batch_size or None))
-    resources = config.resources.resolve(cpus, float(torch.cuda.device_count()))
+    resources = resolve(config.resources, cpus, float(torch.cuda.device_count()))
     report: dict = {"model": args.model, "inputs": args.inputs, "images": len(paths), "device": str(device),
                     "cpus": cpus, "generation": {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams},
                     "repeats": args.repeats}

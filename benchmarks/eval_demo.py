@@ -19,7 +19,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 from transformers.utils import logging as hf_logging
 
-from captioner import synth
+from captioner.train.grammar import caption, named
+from captioner.train.scenes import LANGUAGES, encode, render, scenes
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "captioner" / "demo_model"
 
@@ -29,7 +30,7 @@ def caption_all(model_dir: Path, images: list[Image.Image], batch_size: int) -> 
     model = VisionEncoderDecoderModel.from_pretrained(model_dir, use_safetensors=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     processor = AutoImageProcessor.from_pretrained(model_dir)
-    captions: dict[str, list[str]] = {lang: [] for lang in synth.LANGUAGES}
+    captions: dict[str, list[str]] = {lang: [] for lang in LANGUAGES}
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
         with torch.inference_mode():
@@ -44,7 +45,7 @@ def caption_all(model_dir: Path, images: list[Image.Image], batch_size: int) -> 
 
 
 def jpeg_round_trip(image: Image.Image) -> Image.Image:
-    return Image.open(io.BytesIO(synth.encode(image, "jpeg"))).convert("RGB")
+    return Image.open(io.BytesIO(encode(image, "jpeg"))).convert("RGB")
 
 
 def main(argv: list[str]) -> int:
@@ -58,8 +59,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     hf_logging.disable_progress_bar()
 
-    scenes = list(synth.scenes(args.n, args.seed, one_shape_fraction=1.0 if args.shapes == 1 else 0.0))
-    images = [jpeg_round_trip(synth.render(scene, args.size)) for scene in scenes]
+    examples = list(scenes(args.n, args.seed, one_shape_fraction=1.0 if args.shapes == 1 else 0.0))
+    images = [jpeg_round_trip(render(scene, args.size)) for scene in examples]
     started = time.time()
     captions = caption_all(args.model, images, args.batch_size)
     print(f"{args.model.name}: {args.n} scenes with {args.shapes} shape(s) per language, seed {args.seed}, "
@@ -68,15 +69,15 @@ def main(argv: list[str]) -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     for lang, texts in captions.items():
         colour = shape = both = exact = 0
-        for scene, text in zip(scenes, texts):
-            colours, shapes = synth.named(text, lang)
+        for scene, text in zip(examples, texts):
+            colours, shapes = named(text, lang)
             colour_ok = colours == {s.colour for s in scene.shapes}
             shape_ok = shapes == {s.kind for s in scene.shapes}
             colour, shape, both = colour + colour_ok, shape + shape_ok, both + (colour_ok and shape_ok)
-            exact += text == synth.caption(scene, lang)
-        n = len(scenes)
+            exact += text == caption(scene, lang)
+        n = len(examples)
         print(f"| {lang} | {colour / n:.1%} | {shape / n:.1%} | {both / n:.1%} | {exact / n:.1%} | {n} |")
-    print(f"\n{4 * len(scenes)} captions in {time.time() - started:.0f} s")
+    print(f"\n{4 * len(examples)} captions in {time.time() - started:.0f} s")
     return 0
 
 

@@ -20,8 +20,11 @@ import time
 
 import pyarrow as pa
 
-from captioner import output, pipeline, schema, writer
+from captioner import schema
+from captioner.run import pipeline
+from captioner.store import state, writer
 from captioner.config import InputConfig, RunConfig
+from captioner.fingerprint import fingerprints
 
 SHARD = 1024
 
@@ -65,7 +68,7 @@ def _plan(out: str, config: RunConfig, total: int, queue: multiprocessing.Queue)
     items = listing(total)
     rest = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    todo = pipeline.plan(config, items, output.committed(out))
+    todo = pipeline.plan(config, items, state.committed(out))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put({"seconds": seconds, "peak_mib": (peak - rest) / 1024, "todo": todo.num_rows})
@@ -83,7 +86,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as out:
         config = RunConfig(input=InputConfig("unused"), output=out, languages=languages)
         start = time.perf_counter()
-        write_output(out, args.done, languages, config.fingerprints())
+        write_output(out, args.done, languages, fingerprints(config))
         print(f"wrote {args.done} done images in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         ctx = multiprocessing.get_context("spawn")
         runs = []

@@ -25,7 +25,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from captioner import generate, images, model, synth
+from captioner.media import image as images
+from captioner.models import generate
+from captioner.models import loading as model
+from captioner.train import scenes as synth
 from captioner.config import DEMO_MODEL, DecodeConfig, GenerationConfig, ModelConfig
 
 

@@ -1,18 +1,13 @@
 """Frozen settings, one dataclass per concern, validated before any work starts."""
 
-import functools
-import hashlib
-import json
-import math
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 MODES = ("resume", "append", "overwrite")
-MAX_BLOCK_ROWS = 4096  # URIs per input block
 RETRY_MODES = ("standard", "adaptive")  # botocore's retry modes: both back off with jitter; adaptive also paces
 # Pillow formats decoded in this process, by Pillow's own code and libraries; --image-formats picks among them.
 # Never EPS (it runs Ghostscript) or any other format whose plugin calls out to a program.
@@ -20,7 +15,15 @@ DECODABLE_FORMATS = ("AVIF", "BMP", "GIF", "ICO", "JPEG", "JPEG2000", "PNG", "PP
 DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """A failure the user can act on from its message alone: the command logs it, without a traceback, and exits
+    with ``exit_status``. Each wing raises its own subclass; the command line needs none of their imports."""
+
+    exit_status = 2
+    prefix = ""
+
+
+class ConfigError(UserError, ValueError):
     """A setting a user can fix; the message says how."""
 
 
@@ -128,7 +131,7 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class ResourceConfig:
-    """Per-stage resources; ``None`` means derive from the cluster (see ``resolve``)."""
+    """Per-stage resources; ``None`` means derive from the cluster (``run.resources.resolve``)."""
 
     concurrency: int | None = None  # caption actors (the least, when max_concurrency is set)
     max_concurrency: int | None = None  # the most caption actors; Ray Data adds actors up to it as work waits
@@ -139,34 +142,6 @@ class ResourceConfig:
     decode_batch_size: int = 16  # images per read+decode task batch
     decode_memory_mb: int = 512  # memory reserved per decode task; a 12 MP image decodes to ~36 MB per copy
     rows_per_file: int = 1024  # images per output shard
-
-    def resolve(self, cluster_cpus: float, cluster_gpus: float) -> "ResourceConfig":
-        """Fill unset fields: one actor per GPU, else CPU actors that leave cores for decoding."""
-        self.validate(cluster_cpus, cluster_gpus)
-        gpus = self.num_gpus if self.num_gpus is not None else (1.0 if cluster_gpus >= 1 else 0.0)
-        if gpus > 0:
-            cpus = self.num_cpus if self.num_cpus is not None else 1.0
-            concurrency = max(1, int(cluster_gpus // gpus))
-            batch = 64
-        else:
-            cpus = self.num_cpus if self.num_cpus is not None else float(min(4, max(1, int(cluster_cpus // 2))))
-            concurrency = max(1, int((cluster_cpus // 2) // cpus))
-            batch = 32  # ViT-GPT2 on 2 cores: 2.3, 2.9, 3.7, 3.8 images/s at 8, 16, 32, 64 (benchmarks/bench.py)
-        concurrency = self.concurrency if self.concurrency is not None else concurrency
-        threads = max(1, int(cpus))
-        if not gpus:
-            # Captioning on CPU costs tens of times what decoding does, and decode tasks wait on backpressure most
-            # of the time, so the actors' threads share every core (Ray still counts num_cpus, which leaves decode
-            # tasks room to run). A thread per held CPU left half of a 2-core machine idle (benchmarks/bench.py).
-            threads = max(threads, int(cluster_cpus // (self.max_concurrency or concurrency)))
-        return replace(
-            self,
-            concurrency=concurrency,
-            batch_size=self.batch_size if self.batch_size is not None else batch,
-            num_gpus=gpus,
-            num_cpus=cpus,
-            num_threads=self.num_threads if self.num_threads is not None else threads,
-        )
 
     def validate(self, cluster_cpus: float, cluster_gpus: float) -> None:
         if self.num_gpus and self.num_gpus > cluster_gpus:
@@ -185,42 +160,6 @@ class ResourceConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.max_concurrency is not None and (self.concurrency is None or self.max_concurrency < self.concurrency):
             raise ConfigError(f"--concurrency MIN:MAX needs 1 <= MIN <= MAX, got {self.concurrency}:{self.max_concurrency}")
-
-    def block_rows(self, images: int, cluster_cpus: float) -> int:
-        """URIs per input block: enough blocks to keep every CPU decoding, few enough that millions of URIs stay
-        cheap to schedule, and a whole number of caption batches each.
-
-        Ray Data hands an actor the rows of whole blocks and cuts its batches within them, so a 24-row block
-        made a batch of 32 and one of 16 out of every two blocks: the small batch ran at 78% of the big one's rate.
-        """
-        rows = max(self.decode_batch_size, min(MAX_BLOCK_ROWS, math.ceil(images / (4 * max(cluster_cpus, 1.0)))))
-        batch = self.batch_size or 1
-        return math.ceil(rows / batch) * batch
-
-    def check_fits(self, nodes: list[dict[str, float]]) -> None:
-        """Refuse up front a caption actor or decode task that no node of the cluster can host (resources of one
-        actor must be on one node), rather than let the job wait for resources that never come."""
-        actor = {"GPU": self.num_gpus or 0.0, "CPU": self.num_cpus or 0.0}
-        decode = {"CPU": 1.0, "memory": self.decode_memory_mb * 2**20}
-        for what, need, flags in (("caption actor", actor, "--num-gpus/--num-cpus"),
-                                  ("decode task", decode, "--decode-memory-mb")):
-            if not any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes):
-                largest = ", ".join(f"{n.get('CPU', 0):g} CPU {n.get('GPU', 0):g} GPU "
-                                    f"{n.get('memory', 0) / 2**30:.1f} GiB" for n in nodes) or "none"
-                wants = ", ".join(f"{v / 2**20:g} MiB memory" if k == "memory" else f"{v:g} {k}"
-                                  for k, v in need.items())
-                raise ConfigError(
-                    f"no node of the cluster can host a {what} ({wants}); its nodes have: {largest}. Lower {flags}, "
-                    "or add such nodes (an autoscaling GPU group must start with at least one node)"
-                )
-        cpus = sum(node.get("CPU", 0.0) for node in nodes)
-        taken = (self.concurrency or 1) * (self.num_cpus or 0.0)
-        if cpus - taken < decode["CPU"]:
-            raise ConfigError(
-                f"{self.concurrency or 1} caption actor(s) x {self.num_cpus or 0:g} CPU take {taken:g} of the "
-                f"cluster's {cpus:g} CPUs and leave none for a decode task (1 CPU), so the run would wait for ever. "
-                "Lower --concurrency or --num-cpus"
-            )
 
 
 @dataclass(frozen=True)
@@ -289,57 +228,3 @@ class RunConfig:
                 "--languages, written natively, or pick another --source-language"
             )
         return plan
-
-    def fingerprints(self) -> dict[str, str]:
-        """Per language, a short hash of everything that shapes its captions: the captioner and its generation
-        settings, CLIP best-of-N, and the language's producer. Adding a language leaves the others' alone."""
-        generation = asdict(self.generation)
-        if not self.generation.do_sample:
-            del generation["seed"]  # greedy and beam search do not use it
-        base = {
-            "model": model_identity(self.model.name),
-            "revision": self.model.revision,
-            "generation": generation,
-            "clip_model": self.clip_model if self.num_candidates > 1 else None,
-            "num_candidates": self.num_candidates,
-        }
-        translators = dict(self.translate)
-        out = {}
-        for lang in self.languages:
-            producer = {"translate": translators[lang], "from": self.source_language} if lang in translators else "native"
-            out[lang] = _digest({**base, "producer": producer})
-        return out
-
-    def fingerprint(self) -> str:
-        """One hash for the whole run, for run records."""
-        return _digest(self.fingerprints())
-
-
-def model_identity(name: str) -> str:
-    """How fingerprints name a model: a hub id or object-store URL as given, a local folder by its content, so the
-    same model in another checkout, container or Ray working directory keeps resuming the same output."""
-    folder = Path(name)
-    if "://" in name or not folder.is_dir():
-        return name
-    files = tuple(sorted(
-        (path.relative_to(folder).as_posix(), path.stat().st_size, path.stat().st_mtime_ns)
-        for path in folder.rglob("*")
-        if path.is_file() and path.suffix != ".md" and not any(part.startswith(".") for part in path.parts)
-    ))
-    return _folder_digest(str(folder.resolve()), files)
-
-
-@functools.lru_cache(maxsize=16)
-def _folder_digest(folder: str, files: tuple[tuple[str, int, int], ...]) -> str:
-    """Digest of the files' names and bytes; cached while their sizes and times stay the same."""
-    digest = hashlib.sha256()
-    for relative, size, _ in files:
-        digest.update(f"{relative}\0{size}\0".encode())
-        with open(os.path.join(folder, relative), "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    return f"folder:{digest.hexdigest()[:16]}"
-
-
-def _digest(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

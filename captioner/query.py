@@ -6,12 +6,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from . import output, schema
+from . import schema
+from .config import UserError
+from .store import state
 
 BATCH_ROWS = 65_536  # rows per streamed batch: bounded memory whatever the output's size
 
 
-class QueryError(ValueError):
+class QueryError(UserError, ValueError):
     """A query that cannot run as written; the message says what to change."""
 
 
@@ -96,12 +98,12 @@ def sql(out: str, statement: str, options: dict | None = None) -> pa.RecordBatch
 
 def captions(out: str, options: dict | None = None) -> pads.Dataset:
     """Committed caption rows, ``lang`` included."""
-    return output.captions(out, output.committed(out, options), options)
+    return state.captions(out, state.committed(out, options), options)
 
 
 def errors(out: str, options: dict | None = None) -> pads.Dataset:
     """Committed error rows: the error ledger."""
-    return output.errors(out, output.committed(out, options), options)
+    return state.errors(out, state.committed(out, options), options)
 
 
 def sample(out: str, limit: int, run_id: str | None = None, options: dict | None = None) -> list[dict]:
@@ -124,7 +126,7 @@ SCORES_BY_LANGUAGE = f"""
 
 def stats(out: str, options: dict | None = None) -> dict:
     """Counts from the commit markers (no Parquet is read) and the run records."""
-    shards = output.committed(out, options)
+    shards = state.committed(out, options)
     images = captioned = failed = caption_rows = 0
     errors_by_type: dict[str, int] = {}
     for shard in shards:
@@ -145,5 +147,5 @@ def stats(out: str, options: dict | None = None) -> dict:
         "scores_per_language": {row.pop(schema.LANG): row for row in per_lang},
         "errors_by_type": errors_by_type,
         "fingerprints": sorted({f"{lang}:{fp}" for s in shards for lang, fp in s.fingerprints.items()}),
-        "runs": output.run_records(out, options),
+        "runs": state.run_records(out, options),
     }

@@ -10,7 +10,8 @@ import logging
 
 from PIL import Image
 
-from . import query, schema, storage
+from . import query, schema
+from .store import fs as storage
 from .config import DEFAULT_FORMATS, StorageConfig
 from .schema import ATTEMPT, CAPTION, CLIP_SCORE, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, URI
 

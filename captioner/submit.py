@@ -17,8 +17,9 @@ from pathlib import Path
 
 from ray.exceptions import AuthenticationError
 
-from .config import ConfigError, RunConfig
-from .storage import redact
+from .config import ConfigError, RunConfig, UserError
+from .fingerprint import fingerprint
+from .store.fs import redact
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ POLL_S = 1.0
 RETRY_5XX_S = 60.0  # how long a head answering server errors is retried before giving up
 
 
-class SubmitError(RuntimeError):
+class SubmitError(UserError, RuntimeError):
     """The cluster could not take the job; the message says what to do."""
 
 
@@ -47,7 +48,7 @@ def project_dir() -> Path:
 def run_key(config: RunConfig) -> tuple[str, str]:
     """(output key, settings key): short hashes of where a run writes and of what it writes there."""
     output = hashlib.sha256(config.output.rstrip("/").encode()).hexdigest()[:10]
-    settings = hashlib.sha256("\n".join([config.input.uri, config.fingerprint(), config.mode]).encode()).hexdigest()
+    settings = hashlib.sha256("\n".join([config.input.uri, fingerprint(config), config.mode]).encode()).hexdigest()
     return output, settings[:8]
 
 

@@ -148,6 +148,73 @@ def jpeg_bytes(seed: int, size: tuple[int, int] = (64, 48), fmt: str = "JPEG") -
     return buf.getvalue()
 
 
+@pytest.fixture(scope="session")
+def captioner(tiny_model):
+    """The tiny ViT-GPT2 captioner, loaded once for the session."""
+    from captioner.config import ModelConfig
+    from captioner.models import loading
+
+    return loading.load(ModelConfig(name=str(tiny_model)))
+
+
+def decode_at(data: bytes, resize) -> np.ndarray:
+    """uint8 (H, W, 3) of an image at one model size, decoded as the pipeline does."""
+    from captioner.config import DecodeConfig
+    from captioner.media import image
+
+    limits = DecodeConfig()
+    return image.decode(data, [resize], formats=limits.formats, max_pixels=limits.max_pixels).pixels[0]
+
+
+def normalised(captioner, pixels: np.ndarray) -> torch.Tensor:
+    """A batch as the captioner's device takes it."""
+    from captioner.models.preprocess import pixel_values
+
+    return pixel_values(pixels, captioner.info.image, captioner.device, captioner.dtype)
+
+
+@pytest.fixture(scope="session")
+def pixels():
+    """Four 32 px JPEGs, decoded."""
+    from captioner.media.image import Resize
+
+    return np.stack([decode_at(jpeg_bytes(i), Resize(32, 32)) for i in range(4)])
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """The bundled demo model."""
+    from captioner.config import DEMO_MODEL, ModelConfig
+    from captioner.models import loading
+
+    return loading.load(ModelConfig(name=DEMO_MODEL))
+
+
+@pytest.fixture(scope="session")
+def scenes(demo):
+    """16 synthetic scenes at the demo model's size: it captions them and ends each caption early."""
+    from captioner.train import scenes as synthetic
+
+    size = demo.info.image.resize.height
+    return np.stack([np.asarray(synthetic.render(scene, size)) for scene in synthetic.scenes(16, seed=99)])
+
+
+@pytest.fixture(scope="session")
+def translator(tiny_marian):
+    from captioner.config import ModelConfig
+    from captioner.models import loading
+
+    return loading.load_translator(ModelConfig(name=str(tiny_marian)))
+
+
+@pytest.fixture(scope="session")
+def scorer(tiny_clip):
+    from captioner.config import ModelConfig
+    from captioner.models import loading
+
+    return loading.load_scorer(ModelConfig(name=str(tiny_clip)))
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     """Six good images in nested folders, and three bad files that must become error rows."""

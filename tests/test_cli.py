@@ -35,7 +35,7 @@ def test_arguments_become_configs():
          "--decode-timeout-s", "2.5", "--decode-memory-cap-mb", "300", "--store-max-attempts", "4",
          "--store-retry-mode", "adaptive", "--allow-pickle-weights"]
     )
-    config = cli.run_config(args)
+    config = cli.run.run_config(args)
     assert config.languages == ("en", "fr")
     assert config.generation.num_beams == 3 and config.generation.do_sample
     assert config.storage.options("s3://b/in")["endpoint_url"] == "http://127.0.0.1:9000"
@@ -75,8 +75,8 @@ def test_job_entry_point_runs_the_job(tiny_model, image_folder, tmp_path):
 def test_stats_prints_counts_and_json(tmp_path, capsys):
     import json
 
-    from captioner import writer
-    from test_writer import image_results
+    from captioner.store import writer
+    from results import image_results
 
     writer.write_shard(image_results(["a", "b"], failed={"b": "truncated"}), str(tmp_path))
     assert cli.main(["stats", str(tmp_path)]) == 0
@@ -90,7 +90,7 @@ def test_stats_prints_counts_and_json(tmp_path, capsys):
 def test_train_command_runs_and_resumes(tmp_path, capsys):
     import json
 
-    from captioner import synth
+    from captioner.train import synth
 
     data = tmp_path / "data.parquet"
     synth.write_parquet(str(data), n=40, seed=3, size=32)
@@ -106,8 +106,8 @@ def test_train_command_runs_and_resumes(tmp_path, capsys):
 
 def test_concurrency_takes_a_number_or_a_range(capsys):
     parser = cli.build_parser()
-    assert cli.run_config(parser.parse_args(["run", "in", "out", "--concurrency", "3"])).resources.concurrency == 3
-    ranged = cli.run_config(parser.parse_args(["run", "in", "out", "--concurrency", "1:8"])).resources
+    assert cli.run.run_config(parser.parse_args(["run", "in", "out", "--concurrency", "3"])).resources.concurrency == 3
+    ranged = cli.run.run_config(parser.parse_args(["run", "in", "out", "--concurrency", "1:8"])).resources
     assert (ranged.concurrency, ranged.max_concurrency) == (1, 8)
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "in", "out", "--concurrency", "many"])

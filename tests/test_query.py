@@ -1,5 +1,6 @@
-from captioner import query, writer
-from test_writer import image_results
+from captioner import query
+from captioner.store import writer
+from results import image_results
 
 
 def test_sample_returns_rows_of_a_run_or_any(tmp_path):
@@ -29,7 +30,8 @@ import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as pads  # noqa: E402
 import pytest  # noqa: E402
 
-from captioner import cli, pipeline  # noqa: E402
+from captioner import cli  # noqa: E402
+from captioner.run import pipeline  # noqa: E402
 from captioner.config import GenerationConfig, InputConfig, ModelConfig, RunConfig, StorageConfig  # noqa: E402
 from conftest import build_tiny_model  # noqa: E402
 
@@ -70,7 +72,7 @@ def written(request, job_output):
 
 def _raw(out, options):
     """The same rows read without captioner: a plain pyarrow dataset over the files."""
-    from captioner import storage
+    from captioner.store import fs as storage
 
     fs, root = storage.filesystem(out, options)
     return pads.dataset(root + "/captions", filesystem=fs, format="parquet", partitioning="hive").to_table()

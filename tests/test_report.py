@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from captioner import report, writer
+from captioner import report
+from captioner.store import writer
 from captioner.config import StorageConfig
 from conftest import jpeg_bytes
-from test_writer import image_results
+from results import image_results
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 

@@ -1,0 +1,195 @@
+"""Decoding in a child process with a time budget and a memory cap, so a hostile image costs one error row.
+
+Pillow decodes in C. A decoder stuck in a loop cannot be interrupted from Python (signal handlers run only
+between bytecodes, and only on the main thread, while Ray runs some user code on pool threads), and a header
+that asks for gigabytes would grow the Ray worker until the node's OOM killer takes the whole batch down. A
+child process can be bounded from outside: it runs ``images.decode`` under an address-space limit, a kernel
+timer kills it should the parent be gone, and the parent kills it when an image overruns its budget. One
+child serves many images and is started again after a failure.
+
+Run as ``python -m captioner.media.sandbox MEMORY_MB TIMEOUT_S`` by ``Decoder``; it speaks length-prefixed pickles
+over its stdin and stdout (both ends are this module, in the same installation).
+"""
+
+import contextlib
+import fcntl
+import logging
+import os
+import pickle
+import resource
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .image import Decoded, DecodeFailure, Resize, decode
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<Q")
+_READY = b"R"
+START_TIMEOUT_S = 120.0  # the child imports Pillow and numpy; generous for a loaded node
+PIPE_BYTES = 1 << 20  # the most an unprivileged process may ask for by default
+KILL_GRACE_S = 1.0  # the child's own timer fires this long after the parent's budget, as a backstop
+# One thread each in the child: decoding one image needs no pool, and idle pools still reserve address space.
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class Decoder:
+    """``images.decode`` in a child process: at most ``timeout_s`` and ``memory_mb`` MiB per image."""
+
+    def __init__(self, formats: Sequence[str], max_pixels: int, timeout_s: float, memory_mb: int) -> None:
+        self.formats = tuple(formats)
+        self.max_pixels = max_pixels
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def decode(self, data: bytes, sizes: Sequence[Resize]) -> Decoded | DecodeFailure:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
+            request = pickle.dumps((tuple(sizes), self.formats, self.max_pixels, len(data)))
+            try:
+                self._send(request, data)
+                reply = self._receive(time.monotonic() + self.timeout_s)
+            except TimeoutError:
+                self._stop()
+                return DecodeFailure("timeout", f"decoding took longer than {self.timeout_s:g} s (--decode-timeout-s)")
+            except (EOFError, OSError):
+                code = self._stop()
+                if code == -signal.SIGALRM:
+                    return DecodeFailure("timeout", f"decoding took longer than {self.timeout_s:g} s "
+                                         "(--decode-timeout-s)")
+                return DecodeFailure("decoder_crashed", f"the decoding process died (exit status {code}); the "
+                                     f"image may need more than {self.memory_mb} MiB (--decode-memory-cap-mb)")
+            return pickle.loads(reply)
+
+    def _start(self) -> None:
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, **{name: "1" for name in _THREAD_VARS}}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "captioner.media.sandbox", str(self.memory_mb), str(self.timeout_s + KILL_GRACE_S)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+        )
+        if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux: a 3 MB photo in 3 writes, not 48 (12 MP JPEG: 36 -> 33 ms)
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                with contextlib.suppress(OSError):  # over /proc/sys/fs/pipe-max-size: the default still works
+                    fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        try:
+            if _read_exact(self._proc.stdout.fileno(), 1, time.monotonic() + START_TIMEOUT_S) != _READY:
+                raise EOFError
+        except (EOFError, TimeoutError, OSError) as exc:
+            code = self._stop()
+            raise RuntimeError(f"the image decoding process did not start (exit status {code})") from exc
+        log.debug("decoding process %d started", self._proc.pid)
+
+    def _send(self, request: bytes, data: bytes) -> None:
+        pipe = self._proc.stdin
+        pipe.write(_HEADER.pack(len(request)) + request)
+        pipe.write(data)
+        pipe.flush()
+
+    def _receive(self, deadline: float) -> bytes:
+        fd = self._proc.stdout.fileno()
+        (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
+        return _read_exact(fd, size, deadline)
+
+    def _stop(self) -> int | None:
+        """Kill the child (if it still runs) and reap it; returns its exit status."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.kill()
+        code = proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        return code
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def __enter__(self) -> "Decoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_shared: dict[tuple, Decoder] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(formats: Sequence[str], max_pixels: int, timeout_s: float, memory_mb: int) -> Decoder:
+    """One decoder per worker process and settings, kept between batches so the child starts once."""
+    key = (tuple(formats), max_pixels, timeout_s, memory_mb)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Decoder(formats, max_pixels, timeout_s, memory_mb)
+        return _shared[key]
+
+
+def _read_exact(fd: int, n: int, deadline: float) -> bytes:
+    chunks = []
+    while n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise TimeoutError
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _address_space() -> int:
+    """Bytes of address space this process maps now (VmSize)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _serve(memory_mb: int, timeout_s: float) -> None:
+    """The child's loop: read a request, decode under the timer, answer; exit when the parent hangs up."""
+    from PIL import Image
+
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the replies
+    source = sys.stdin.buffer
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = _address_space() + memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+    out.write(_READY)
+    out.flush()
+    while header := source.read(_HEADER.size):
+        (size,) = _HEADER.unpack(header)
+        sizes, formats, max_pixels, length = pickle.loads(source.read(size))
+        data = source.read(length)
+        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check then agrees with ours
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)  # SIGALRM's default action ends us, even inside C code
+        try:
+            result = decode(data, sizes, formats=formats, max_pixels=max_pixels)
+        except BaseException as exc:  # a bug, not the image: still this image's error, and the child lives on
+            result = DecodeFailure("decode_error", f"{type(exc).__name__}: {exc}")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        del data
+        reply = pickle.dumps(result)
+        out.write(_HEADER.pack(len(reply)) + reply)
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), float(sys.argv[2]))

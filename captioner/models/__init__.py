@@ -1,0 +1,1 @@
+"""Models: loading, preprocessing, generation and scoring. No Ray."""

@@ -1,0 +1,170 @@
+"""Batched captioning, translation and best-of-N for loaded models. No Ray here.
+
+Scores and best-of-N come from ``scoring``: see there what ``score`` and ``clip_score`` mean.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from ..config import GenerationConfig
+from . import scoring
+from .loading import Captioner, Loaded, Scorer
+from .preprocess import pixel_values
+from .scoring import Caption
+
+TRANSLATION_LENGTH = 2  # a translation may run to this many times the caption's token budget
+
+
+@dataclass
+class Models:
+    """What one caption actor holds."""
+
+    captioner: Captioner
+    translators: dict[str, Loaded] = field(default_factory=dict)  # target language -> translation model
+    scorer: Scorer | None = None
+    source_language: str = "en"
+
+
+@torch.inference_mode()
+def describe(
+    models: Models,
+    pixels: np.ndarray,
+    requests: Sequence[Sequence[str]],
+    generation: GenerationConfig,
+    *,
+    clip_pixels: np.ndarray | None = None,
+    source_captions: Sequence[str | None] | None = None,
+    num_candidates: int = 1,
+    seed: int | None = None,
+) -> list[dict[str, Caption]]:
+    """Every caption the batch asks for: native languages first, then translations of the source caption,
+    then CLIP scores. ``source_captions[i]`` is image i's stored source caption when this run does not write it.
+    """
+    native = [[lang for lang in langs if lang not in models.translators] for langs in requests]
+    results = caption(models.captioner, pixels, native, generation, seed=seed, num_candidates=num_candidates,
+                      scorer=models.scorer, clip_pixels=clip_pixels)
+    for lang, translator in models.translators.items():
+        rows = [i for i, langs in enumerate(requests) if lang in langs]
+        sources = [_source(results[i], source_captions, i, models.source_language) for i in rows]
+        for i, text in zip(rows, translate(translator, sources, lang, generation)):
+            results[i][lang] = replace(text, source_lang=models.source_language)
+    if models.scorer is not None:
+        scoring.add_clip_scores(models.scorer, clip_pixels, results)
+    return results
+
+
+def _source(found: dict[str, Caption], stored: Sequence[str | None] | None, i: int, lang: str) -> str:
+    if lang in found:
+        return found[lang].text
+    if stored is None or stored[i] is None:
+        raise ValueError(f"image {i} asks for a translation but has no {lang} caption to translate")
+    return stored[i]
+
+
+@torch.inference_mode()
+def caption(
+    captioner: Captioner,
+    pixels: np.ndarray,
+    requests: Sequence[Sequence[str]],
+    generation: GenerationConfig,
+    seed: int | None = None,
+    num_candidates: int = 1,
+    scorer: Scorer | None = None,
+    clip_pixels: np.ndarray | None = None,
+) -> list[dict[str, Caption]]:
+    """Caption each image in each language it asks for; the encoder runs once per image.
+
+    With ``num_candidates`` > 1, that many captions are generated per image and language (beam search,
+    or sampling when sampling is on) and the one with the best CLIP score under ``scorer`` is kept.
+    """
+    results: list[dict[str, Caption]] = [{} for _ in requests]
+    rows_by_lang = {lang: [i for i, langs in enumerate(requests) if lang in langs]
+                    for lang in dict.fromkeys(lang for langs in requests for lang in langs)}
+    if not rows_by_lang:
+        return results
+    spec = captioner.info.image
+    x = pixel_values(pixels, spec, captioner.device, captioner.dtype)
+    encoded = captioner.model.encoder(pixel_values=x).last_hidden_state  # (B, P, D)
+    for lang, rows in rows_by_lang.items():
+        if seed is not None:
+            torch.manual_seed(seed)
+        index = torch.tensor(rows, device=encoded.device)
+        texts = _generate(captioner, encoded.index_select(0, index), lang, generation, num_candidates)  # (len(rows) * n)
+        if num_candidates > 1:
+            texts = scoring.best_of(scorer, clip_pixels[rows], texts, num_candidates)
+        for i, text in zip(rows, texts):
+            results[i][lang] = text
+    return results
+
+
+def _prompt(captioner: Captioner, lang: str, batch: int) -> torch.Tensor:
+    """Decoder start token, then the language token for multilingual decoders: (B, 1 or 2)."""
+    start = captioner.model.config.decoder_start_token_id
+    if start is None:
+        start = captioner.model.generation_config.decoder_start_token_id
+    ids = [start]
+    lang_token = captioner.info.languages[lang]
+    if lang_token is not None:
+        ids.append(lang_token)
+    return torch.tensor([ids] * batch, device=captioner.device)
+
+
+def _search(generation: GenerationConfig, num_candidates: int) -> dict:
+    """generate() settings: greedy, beam or sampling, returning ``num_candidates`` sequences per input."""
+    settings = {"max_new_tokens": generation.max_new_tokens, "num_return_sequences": num_candidates}
+    if generation.do_sample:
+        # top_k=0: nucleus sampling as documented, without transformers' default top-50 cut
+        settings.update(do_sample=True, temperature=generation.temperature or 1.0, top_p=generation.top_p or 1.0,
+                        top_k=0, num_beams=generation.num_beams)
+    else:
+        settings["num_beams"] = max(generation.num_beams, num_candidates)
+    return settings
+
+
+def _generate(captioner: Captioner, encoded: torch.Tensor, lang: str, generation: GenerationConfig,
+              num_candidates: int = 1) -> list[Caption]:
+    prompt = _prompt(captioner, lang, encoded.shape[0])
+    search = _search(generation, num_candidates)
+    stepwise = search["num_beams"] == 1  # each step's logits belong to the sequence it extends
+    out = captioner.model.generate(
+        encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+        decoder_input_ids=prompt,
+        return_dict_in_generate=True,
+        output_logits=stepwise,
+        **search,
+    )
+    sequences = out.sequences  # (B * n, prompt + T)
+    if stepwise:
+        scores = scoring.mean_logprob_of_steps(captioner, out.logits, sequences[:, prompt.shape[1]:])
+    else:
+        encoded = encoded.repeat_interleave(num_candidates, dim=0)
+        scores = scoring.mean_logprob(captioner, sequences, prompt.shape[1],
+                               encoder_outputs=BaseModelOutput(last_hidden_state=encoded))
+    texts = captioner.tokenizer.batch_decode(sequences[:, prompt.shape[1]:], skip_special_tokens=True)
+    return [Caption(text.strip(), score) for text, score in zip(texts, scores)]
+
+
+@torch.inference_mode()
+def translate(translator: Loaded, texts: Sequence[str], lang: str, generation: GenerationConfig) -> list[Caption]:
+    """Translate a batch with the model's own search settings (never sampled), scored like captions."""
+    if not texts:
+        return []
+    prefix = f">>{lang}<<"  # multi-target Marian models pick the language with a prefix token
+    if prefix in translator.tokenizer.get_vocab():
+        texts = [f"{prefix} {text}" for text in texts]
+    inputs = translator.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
+                                  max_length=translator.model.config.max_position_embeddings).to(translator.device)
+    encoded = translator.model.get_encoder()(**inputs).last_hidden_state  # (B, S, D)
+    sequences = translator.model.generate(
+        # generate() expands what it is given in place for beam search: hand it its own wrapper
+        encoder_outputs=BaseModelOutput(last_hidden_state=encoded), attention_mask=inputs.attention_mask,
+        max_new_tokens=TRANSLATION_LENGTH * generation.max_new_tokens,
+    )  # (B, 1 + T): decoder start, then the translation; beam size from the model's own generation config
+    scores = scoring.mean_logprob(translator, sequences, 1, encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+                           attention_mask=inputs.attention_mask)
+    out = translator.tokenizer.batch_decode(sequences[:, 1:], skip_special_tokens=True)
+    return [Caption(text.strip(), score, producer=translator.name) for text, score in zip(out, scores)]

@@ -1,0 +1,194 @@
+"""The one module that knows the stage order: list, subtract done work, read+decode, caption, write."""
+
+import logging
+import os
+import time
+
+import pyarrow as pa
+import ray
+
+from .. import schema
+from ..config import ConfigError, ModelConfig, RunConfig
+from ..fingerprint import fingerprint, fingerprints
+from ..models import loading
+from ..models.preprocess import ImageSpec
+from ..store import fs as storage
+from ..store import manifest, state
+from ..store.lease import Lease
+from . import resources, stages
+from .summary import Progress, RunFailed, RunSummary, new_run_id, run_record, run_settings
+
+log = logging.getLogger(__name__)
+
+MIN_IMAGES_FOR_ERROR_RATE = 100  # --max-error-rate judges early only after this many images
+
+
+def run(config: RunConfig) -> RunSummary:
+    """Caption every (image, language) of the input the output does not hold yet; returns the run's summary."""
+    config.validate()
+    _check_stores(config)
+    started = time.monotonic()
+    summary = RunSummary(run_id=new_run_id(), output=config.output, fingerprint=fingerprint(config),
+                         settings=run_settings(config))
+    images = _model_inputs(config)
+    opts = config.storage.options(config.output)
+    with Lease(config.output, summary.run_id, opts) as lease:
+        shards = state.committed(config.output, opts)
+        state.remove_orphans(config.output, shards, opts)
+        others = state.conflicts(shards, fingerprints(config))
+        if others and config.mode == "resume":
+            raise ConfigError(_mixed_settings_message(config, others))
+
+        listing = manifest.build(config.input.uri, config.input.extensions, config.storage.options(config.input.uri))
+        run_dir = storage.join(config.output, schema.RUNS_DIR, summary.run_id)
+        storage.write_parquet_atomic(storage.join(run_dir, "manifest.parquet"), listing, opts)
+        todo = plan(config, listing, shards)
+        summary.listed, summary.skipped = listing.num_rows, listing.num_rows - todo.num_rows
+        log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, todo.num_rows)
+        state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
+        try:
+            if todo.num_rows:
+                _execute(config, images, todo, summary, started, lease)
+            _check_error_rate(config, summary, final=True)
+            if config.mode == "overwrite" and others:
+                _replace(config, others)
+            summary.status = "succeeded"
+        except BaseException:
+            summary.status = "failed"
+            raise
+        finally:
+            summary.elapsed_s = time.monotonic() - started
+            state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
+    return summary
+
+
+def _check_stores(config: RunConfig) -> None:
+    """A missing, forbidden or unreachable bucket fails the run in seconds, before it writes anything."""
+    for name in (config.model.name, *(name for _, name in config.translate), config.clip_model or ""):
+        if "://" in name:
+            storage.check_access(name, config.storage.options(name))
+    storage.check_access(config.input.uri, config.storage.options(config.input.uri))
+    storage.check_access(config.output, config.storage.options(config.output), write=True)
+
+
+def _replace(config: RunConfig, others: dict[str, set[str]]) -> None:
+    """Overwrite mode, after success: drop the old rows of every (image, language) that now has a new one."""
+    opts = config.storage.options(config.output)
+    shards = state.committed(config.output, opts)
+    superseded = state.captions(config.output, shards, opts, fingerprints(config)).to_table(
+        columns=[schema.URI, schema.LANG])
+    removed = state.drop_rows(config.output, shards, set().union(*others.values()), superseded, opts)
+    log.info("overwrite: removed %d rows made with other settings", removed)
+
+
+def _model_inputs(config: RunConfig) -> dict[str, ImageSpec]:
+    """Check the models can do what the run asks, and say what each needs of the decoded images."""
+    info = loading.describe(config.model, config.storage.options(config.model.name))
+    config.producers(info.languages)
+    images = {schema.PIXELS: info.image}
+    if config.clip_model:
+        clip = ModelConfig(name=config.clip_model, cache_dir=config.model.cache_dir,
+                           allow_pickle_weights=config.model.allow_pickle_weights)
+        images[schema.CLIP_PIXELS] = loading.describe_scorer(clip, config.storage.options(config.clip_model))
+    return images
+
+
+def plan(config: RunConfig, listing: pa.Table, shards: list[state.Shard]) -> pa.Table:
+    """The listing minus what committed shards hold: captions made with these settings, and errors."""
+    opts = config.storage.options(config.output)
+    captions = state.captions(config.output, shards, opts, fingerprints(config))
+    captioned = captions.to_table(columns=[*schema.IDENTITY, schema.LANG])
+    failed = state.errors(config.output, shards, opts).to_table(
+        columns=[*schema.IDENTITY, schema.ERROR_TYPE, schema.ATTEMPT])
+    todo = manifest.pending(listing, captioned, failed, config.languages, config.retry_errors)
+    if config.translate:
+        todo = manifest.with_source_captions(todo, captions, config.source_language)
+    return todo
+
+
+def _mixed_settings_message(config: RunConfig, others: dict[str, set[str]]) -> str:
+    found = "; ".join(sorted(others)[:4])
+    return (
+        f"{config.output} holds captions made with other settings (language:settings hash): {found}. This run's "
+        f"are {', '.join(f'{k}:{v}' for k, v in fingerprints(config).items())}. Rerun with the same settings to "
+        "resume, or pass --mode append to add these captions alongside, or --mode overwrite to replace the old "
+        "ones once this run has finished"
+    )
+
+
+def _check_error_rate(config: RunConfig, summary: RunSummary, final: bool = False) -> None:
+    """Fail loudly once the share of failed images passes --max-error-rate (early, after enough images)."""
+    if config.max_error_rate is None or not summary.images:
+        return
+    if not final and summary.images < MIN_IMAGES_FOR_ERROR_RATE:
+        return
+    rate = summary.failed / summary.images
+    if rate > config.max_error_rate:
+        raise RunFailed(
+            f"{summary.failed} of {summary.images} images failed ({rate:.1%}), more than --max-error-rate "
+            f"{config.max_error_rate:.1%}; see {config.output.rstrip('/')}/errors/ for why. What is committed stays; "
+            "rerun to resume"
+        )
+
+
+def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, summary: RunSummary,
+             started: float, lease: Lease) -> None:
+    _init_ray()
+    cluster = ray.cluster_resources()
+    res = resources.resolve(config.resources, cluster.get("CPU", 1.0), cluster.get("GPU", 0.0))
+    resources.check_fits(res, [node["Resources"] for node in ray.nodes() if node["Alive"]])
+    log.info("caption actors: %d x (%g CPU, %g GPU), batch size %d", res.concurrency, res.num_cpus, res.num_gpus,
+             res.batch_size)
+
+    per_block = resources.block_rows(res, todo.num_rows, cluster.get("CPU", 1.0))
+    ds = ray.data.from_arrow([todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)])
+    ds = ds.map_batches(
+        stages.read_and_decode,
+        fn_kwargs={"images": images, "store": config.storage, "limits": config.decode},
+        batch_size=res.decode_batch_size,
+        batch_format="numpy",
+        num_cpus=1,
+        # A memory request of its own also keeps Ray from fusing decoding into the caption actor,
+        # so CPU tasks decode the next batches while the actor captions this one.
+        memory=res.decode_memory_mb * 2**20,
+    )
+    ds = ds.map_batches(
+        stages.CaptionActor,
+        fn_constructor_kwargs={"config": config, "run_id": summary.run_id, "num_threads": res.num_threads},
+        compute=ray.data.ActorPoolStrategy(min_size=res.concurrency, max_size=res.max_concurrency or res.concurrency),
+        batch_size=res.batch_size,
+        batch_format="numpy",
+        num_cpus=res.num_cpus,
+        num_gpus=res.num_gpus,
+    )
+    ds = ds.map_batches(
+        stages.write,
+        fn_kwargs={"output": config.output, "store": config.storage},
+        batch_size=res.rows_per_file,
+        batch_format="pyarrow",
+        num_cpus=0.25,
+        # a failed PUT is worth retrying: shard names are deterministic, so a retry replaces its own files
+        max_retries=3,
+        retry_exceptions=[OSError],
+    )
+    progress = Progress(todo.num_rows)
+    for counts in ds.iter_rows():
+        if not summary.images:
+            summary.startup_s = time.monotonic() - started
+        for key in ("images", "captioned", "failed", "captions"):
+            setattr(summary, key, getattr(summary, key) + int(counts[key]))
+        progress.update(summary.images)
+        _check_error_rate(config, summary)
+        if lease.lost:
+            raise RunFailed("another run took over this output's lease; stopping so that only one run writes")
+
+
+def _init_ray() -> None:
+    """Join the cluster in RAY_ADDRESS if set, else start a local one; keep Ray's own bars quiet."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING, log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+

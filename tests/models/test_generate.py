@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+
+from captioner.config import GenerationConfig, ModelConfig
+from captioner.models import generate
+from captioner.models import loading as model
+from conftest import build_tiny_model, normalised
+
+
+def test_greedy_is_token_for_token_model_generate(captioner, pixels):
+    """Our path (encoder once, prompt, generate) writes what a plain ``model.generate`` writes."""
+    ours = generate.caption(captioner, pixels, [["en"]] * len(pixels), GenerationConfig(max_new_tokens=8))
+    reference = captioner.model.generate(pixel_values=normalised(captioner, pixels), max_new_tokens=8)
+    texts = captioner.tokenizer.batch_decode(reference, skip_special_tokens=True)
+    assert [r["en"].text for r in ours] == [t.strip() for t in texts]
+    assert all(r["en"].text for r in ours)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_the_benchmark_settings_are_token_for_token_model_generate(demo, scenes, num_beams):
+    """benchmarks/bench.py's settings (batch 16, 32 new tokens) with a language-token prompt, captions of
+    different lengths that end before the cap, greedy and beam search."""
+    settings = GenerationConfig(max_new_tokens=32, num_beams=num_beams)
+    x = normalised(demo, scenes)
+    for lang in ("en", "fr"):
+        ours = generate.caption(demo, scenes, [[lang]] * len(scenes), settings)
+        prompt = torch.tensor([[demo.model.config.decoder_start_token_id, demo.info.languages[lang]]] * len(scenes))
+        reference = demo.model.generate(pixel_values=x, decoder_input_ids=prompt, max_new_tokens=32,
+                                        num_beams=num_beams)
+        texts = demo.tokenizer.batch_decode(reference[:, 2:], skip_special_tokens=True)
+        assert [r[lang].text for r in ours] == [t.strip() for t in texts]
+        assert reference.shape[1] < 2 + 32  # every caption ended before the cap
+        assert len({len(t.split()) for t in texts}) > 1
+
+
+def test_each_image_gets_only_the_languages_it_asks_for(tmp_path, pixels):
+    multi = model.load(ModelConfig(name=str(build_tiny_model(tmp_path / "m", languages=("en", "fr")))))
+    out = generate.caption(multi, pixels[:3], [["en", "fr"], ["fr"], []], GenerationConfig(max_new_tokens=4))
+    assert [sorted(r) for r in out] == [["en", "fr"], ["fr"], []]
+    assert all(np.isfinite(c.score) for r in out for c in r.values())
+
+
+def test_beam_search_and_seeded_sampling(captioner, pixels):
+    beams = generate.caption(captioner, pixels, [["en"]] * 4, GenerationConfig(max_new_tokens=5, num_beams=3))
+    assert all(r["en"].text for r in beams)
+    sampling = GenerationConfig(max_new_tokens=6, temperature=1.5, top_p=0.95)
+    first = generate.caption(captioner, pixels, [["en"]] * 4, sampling, seed=7)
+    again = generate.caption(captioner, pixels, [["en"]] * 4, sampling, seed=7)
+    other = generate.caption(captioner, pixels, [["en"]] * 4, sampling, seed=8)
+    assert first == again
+    assert first != other
+
+
+def test_empty_batch(captioner):
+    assert generate.caption(captioner, np.zeros((0, 32, 32, 3), np.uint8), [], GenerationConfig()) == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_on_cuda_agrees_with_fp32(tiny_model, captioner, pixels):
+    gpu = model.load(ModelConfig(name=str(tiny_model)), device=torch.device("cuda"))
+    assert gpu.dtype == torch.float16 and next(gpu.model.parameters()).dtype == torch.float16
+    settings = GenerationConfig(max_new_tokens=6)
+    on_gpu = generate.caption(gpu, pixels, [["en"]] * len(pixels), settings)
+    on_cpu = generate.caption(captioner, pixels, [["en"]] * len(pixels), settings)
+    assert all(np.isfinite(r["en"].score) for r in on_gpu)
+    assert [r["en"].score for r in on_gpu] == pytest.approx([r["en"].score for r in on_cpu], abs=0.05)
+
+
+def test_translation_is_marian_generate_with_a_score(translator):
+    """Beam search (the fixture's generation config asks for 3 beams), as a plain ``model.generate`` does it."""
+    assert translator.model.generation_config.num_beams == 3
+    texts = ["a red circle", "a green star above a blue square"]
+    out = generate.translate(translator, texts, "fr", GenerationConfig(max_new_tokens=3))
+    inputs = translator.tokenizer(texts, return_tensors="pt", padding=True)
+    reference = translator.tokenizer.batch_decode(translator.model.generate(**inputs, max_new_tokens=6),
+                                                  skip_special_tokens=True)
+    assert [c.text for c in out] == [t.strip() for t in reference]
+    assert all(c.text and np.isfinite(c.score) and c.score < 0 for c in out)
+    assert {c.producer for c in out} == {translator.name}
+
+
+def test_describe_translates_the_source_and_scores_everything(captioner, translator, scorer, pixels):
+    models = generate.Models(captioner=captioner, translators={"fr": translator, "de": translator}, scorer=scorer)
+    clip_pixels = pixels  # the tiny CLIP takes 32 x 32 too
+    out = generate.describe(models, pixels[:2], [["en", "fr", "de"], ["fr"]], GenerationConfig(max_new_tokens=5),
+                            clip_pixels=clip_pixels[:2], source_captions=[None, "a stored english caption"])
+    assert sorted(out[0]) == ["de", "en", "fr"] and sorted(out[1]) == ["fr"]
+    assert out[0]["en"].producer == "native" and out[0]["en"].source_lang is None
+    assert out[0]["fr"].producer == translator.name and out[0]["fr"].source_lang == "en"
+    direct = generate.translate(translator, [out[0]["en"].text, "a stored english caption"], "fr",
+                                GenerationConfig(max_new_tokens=5))
+    assert [out[0]["fr"].text, out[1]["fr"].text] == [d.text for d in direct]
+    assert all(c.clip_score is not None and 0 <= c.clip_score <= 2.5 for r in out for c in r.values())
+
+

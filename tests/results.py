@@ -1,0 +1,20 @@
+"""Rows as a caption actor hands them to the writer, for the tests of everything that reads an output."""
+
+import pyarrow as pa
+
+from captioner import schema
+
+
+def image_results(uris, failed=(), run_id="r", fingerprint="f", langs=("en", "fr")):
+    """What a caption actor hands the writer: one row per image."""
+    rows = []
+    for uri in uris:
+        row = {"uri": uri, "size": 1, "etag": "e", "run_id": run_id}
+        if uri in failed:
+            row.update(error_type=failed[uri], error="it failed", attempt=1)
+        else:
+            row.update(width=4, height=3, model="m", model_revision=None,
+                       results=[{"lang": lang, "caption": f"{lang} {uri}", "score": -0.5, "producer": "native",
+                                 "num_candidates": 1, "fingerprint": fingerprint} for lang in langs])
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)

@@ -1,0 +1,403 @@
+"""End-to-end: the real job on real Ray, over a local folder and a real S3-protocol server."""
+
+import math
+
+import pyarrow.dataset as pads
+import pytest
+
+from captioner.run import pipeline
+from captioner.config import GenerationConfig, InputConfig, ModelConfig, ResourceConfig, RunConfig, StorageConfig
+from captioner.fingerprint import fingerprints
+from conftest import BAD, GOOD, jpeg_bytes
+
+pytestmark = pytest.mark.slow
+
+
+def _config(tiny_model, input_uri, output, endpoint=None, **kwargs):
+    kwargs.setdefault("generation", GenerationConfig(max_new_tokens=6))
+    return RunConfig(
+        input=InputConfig(input_uri),
+        output=output,
+        model=ModelConfig(name=str(tiny_model)),
+        storage=StorageConfig(endpoint_url=endpoint),
+        **kwargs,
+    )
+
+
+def _captions(output, filesystem=None):
+    table = pads.dataset(output + "/captions", format="parquet", partitioning="hive", filesystem=filesystem).to_table()
+    return {(r["uri"], r["lang"]): r for r in table.to_pylist()}
+
+
+def _errors(output, filesystem=None):
+    return pads.dataset(output + "/errors", format="parquet", filesystem=filesystem).to_table().to_pylist()
+
+
+def _data_files(root):
+    """Parquet files and markers with their modification times: what a rerun must not touch."""
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "runs" not in p.parts}
+
+
+def test_local_folder(local_ray, tiny_model, image_folder, tmp_path):
+    out = str(tmp_path / "out")
+    summary = pipeline.run(_config(tiny_model, str(image_folder), out))
+    assert (summary.listed, summary.captioned, summary.failed, summary.captions) == (GOOD + len(BAD), GOOD, len(BAD), GOOD)
+    captions = _captions(out)
+    assert len(captions) == GOOD
+    for (uri, lang), row in captions.items():
+        assert uri.startswith(str(image_folder)) and lang == "en"
+        assert row["caption"] and math.isfinite(row["score"]) and row["width"] > 0
+        assert row["model"] == str(tiny_model) and row["run_id"] == summary.run_id
+    errors = {e["uri"].rsplit("/", 1)[1]: e["error_type"] for e in _errors(out)}
+    assert errors == BAD
+    assert (tmp_path / "out" / "runs" / summary.run_id / "run.json").exists()
+
+    before = _data_files(tmp_path / "out")
+    again = pipeline.run(_config(tiny_model, str(image_folder), out))
+    assert (again.skipped, again.images) == (GOOD + len(BAD), 0)
+    assert _data_files(tmp_path / "out") == before  # a finished job reruns without writing a row
+
+    fresh = str(tmp_path / "fresh")
+    pipeline.run(_config(tiny_model, str(image_folder), fresh))
+    assert {k: r["caption"] for k, r in _captions(fresh).items()} == {k: r["caption"] for k, r in captions.items()}
+
+
+def test_s3_in_and_out(local_ray, tiny_model, s3, s3_server):
+    fs, bucket = s3
+    for i in range(5):
+        fs.pipe(f"{bucket}/photos/{'sub/' if i % 2 else ''}img{i}.jpg", jpeg_bytes(i))
+    fs.pipe(f"{bucket}/photos/broken.jpg", b"not an image")
+    out = f"s3://{bucket}/captions-out"
+    summary = pipeline.run(_config(tiny_model, f"s3://{bucket}/photos/", out, endpoint=s3_server,
+                                   languages=("en",)))
+    assert (summary.captioned, summary.failed) == (5, 1)
+    captions = _captions(f"{bucket}/captions-out", fs)
+    assert sorted(uri for uri, _ in captions) == sorted(
+        f"s3://{bucket}/photos/{'sub/' if i % 2 else ''}img{i}.jpg" for i in range(5)
+    )
+    assert all(row["etag"] and row["size"] > 0 for row in captions.values())
+    assert [e["error_type"] for e in _errors(f"{bucket}/captions-out", fs)] == ["not_an_image"]
+    assert fs.exists(f"{bucket}/captions-out/runs/{summary.run_id}/manifest.parquet")
+
+
+def test_language_the_model_cannot_write_is_refused_before_work(local_ray, tiny_model, image_folder, tmp_path):
+    from captioner.config import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot write fr"):
+        pipeline.run(_config(tiny_model, str(image_folder), str(tmp_path / "o"), languages=("en", "fr")))
+    assert not (tmp_path / "o").exists()
+
+
+def test_four_languages_by_translation_with_clip_scores(local_ray, tiny_model, tiny_marian, tiny_clip, image_folder,
+                                                         tmp_path):
+    out = str(tmp_path / "out")
+    marian = str(tiny_marian)
+    first = _config(tiny_model, str(image_folder), out, languages=("en", "fr"), translate=(("fr", marian),),
+                    clip_model=str(tiny_clip))
+    pipeline.run(first)
+    assert len(_captions(out)) == GOOD * 2
+
+    # Adding languages later computes only the missing (image, language) pairs, from the stored English.
+    more = _config(tiny_model, str(image_folder), out, languages=("en", "fr", "de", "es"),
+                   translate=(("fr", marian), ("de", marian), ("es", marian)), clip_model=str(tiny_clip))
+    summary = pipeline.run(more)
+    assert summary.captions == GOOD * 2
+    captions = _captions(out)
+    assert len(captions) == GOOD * 4
+    for (uri, lang), row in captions.items():
+        assert math.isfinite(row["score"]) and 0 <= row["clip_score"] <= 2.5
+        if lang == "en":
+            assert row["producer"] == "native" and row["source_lang"] is None
+        else:
+            assert row["producer"] == marian and row["source_lang"] == "en"
+    from captioner.models import generate
+    from captioner.models import loading as model
+    translator = model.load_translator(ModelConfig(name=marian))
+    uri = sorted(u for u, _ in captions)[0]
+    expected = generate.translate(translator, [captions[(uri, "en")]["caption"]], "de", GenerationConfig(max_new_tokens=6))
+    assert captions[(uri, "de")]["caption"] == expected[0].text
+
+
+def _many_images(folder, n):
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"img{i:03d}.jpg").write_bytes(jpeg_bytes(i))
+    return folder
+
+
+def _assert_exactly_once(out, images, langs=("en",)):
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
+    pairs = list(zip(table["uri"].to_pylist(), table["lang"].to_pylist()))
+    assert len(pairs) == len(set(pairs)), "a row was written twice"
+    assert set(pairs) == {(str(p), lang) for p in images for lang in langs}, "a row is missing"
+
+
+def test_rerun_after_the_driver_is_killed(tiny_model, tmp_path):
+    """SIGKILL the driver part-way, rerun the same command: every pair once, the rerun writes only what is missing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = _many_images(tmp_path / "photos", 40)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "captioner.cli", "run", str(folder), str(out), "--model", str(tiny_model),
+               "--max-new-tokens", "24", "--batch-size", "2", "--decode-batch-size", "2", "--rows-per-file", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    victim = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(list((out / "_commits").glob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(1)
+    os.killpg(victim.pid, signal.SIGKILL)  # the local Ray it started, so nothing writes behind our back
+    committed = len(list((out / "_commits").glob("*.json")))
+    assert 3 <= committed < 20, "the kill should land part-way through"
+    done_before = pads.dataset(out / "captions", format="parquet", partitioning="hive").count_rows()
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"captioned       {40 - done_before}" in rerun.stdout
+    _assert_exactly_once(str(out), sorted(folder.iterdir()))
+    for path in out.rglob("*.parquet"):
+        pads.dataset(path, format="parquet").to_table()  # every file reads
+
+
+def _processes_titled(word):
+    """Pids of Ray workers whose process title names ``word`` (Ray titles them ``ray::<actor class>...``)."""
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and title.startswith("ray::") and word in title:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_killing_a_caption_actor_loses_and_doubles_nothing(local_ray, tiny_model, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    folder = _many_images(tmp_path / "photos", 24)
+    out = str(tmp_path / "out")
+    config = _config(tiny_model, str(folder), out, generation=GenerationConfig(max_new_tokens=24),
+                     resources=ResourceConfig(batch_size=2, decode_batch_size=2, rows_per_file=2))
+    result = {}
+    job = threading.Thread(target=lambda: result.update(summary=pipeline.run(config)))
+    job.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and job.is_alive() and time.monotonic() < deadline:
+        commits = tmp_path / "out" / "_commits"
+        if commits.exists() and len(list(commits.glob("*.json"))) >= 2:
+            actors = _processes_titled("CaptionActor")
+            if actors:
+                killed = actors[0]
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    job.join(timeout=300)
+    assert killed is not None, "no caption actor was killed"
+    assert result["summary"].captioned == 24
+    _assert_exactly_once(out, sorted(folder.iterdir()))
+
+
+def test_changed_settings_refused_unless_a_mode_is_chosen(local_ray, tiny_model, image_folder, tmp_path):
+    from captioner.config import ConfigError
+
+    out = str(tmp_path / "out")
+    pipeline.run(_config(tiny_model, str(image_folder), out))
+    beams = GenerationConfig(max_new_tokens=6, num_beams=2)
+    with pytest.raises(ConfigError, match="--mode append"):
+        pipeline.run(_config(tiny_model, str(image_folder), out, generation=beams))
+
+    appended = pipeline.run(_config(tiny_model, str(image_folder), out, generation=beams, mode="append"))
+    assert appended.captioned == GOOD
+    greedy = fingerprints(_config(tiny_model, "", ""))["en"]
+    beam = fingerprints(_config(tiny_model, "", "", generation=beams))["en"]
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
+    assert sorted(table["fingerprint"].to_pylist()) == sorted([greedy] * GOOD + [beam] * GOOD)
+
+    replaced = pipeline.run(_config(tiny_model, str(image_folder), out, mode="overwrite"))
+    assert replaced.images == 0  # the greedy captions were already there: nothing to redo, the beam ones go
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
+    assert set(table["fingerprint"].to_pylist()) == {greedy} and table.num_rows == GOOD
+
+    subset = tmp_path / "two.txt"  # overwrite replaces only the rows this run wrote anew
+    subset.write_text("".join(f"{image_folder / name}\n" for name in ("img0.jpg", "img1.jpg")))
+    partial = pipeline.run(_config(tiny_model, str(subset), out, generation=beams, mode="overwrite"))
+    assert partial.captioned == 2
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
+    by_uri = dict(zip(table["uri"].to_pylist(), table["fingerprint"].to_pylist()))
+    assert table.num_rows == GOOD and sorted(by_uri.values()) == sorted([beam] * 2 + [greedy] * (GOOD - 2))
+    assert by_uri[str(image_folder / "img0.jpg")] == beam
+
+    overwritten = pipeline.run(_config(tiny_model, str(image_folder), out, generation=beams, mode="overwrite"))
+    assert overwritten.captioned == GOOD - 2
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
+    assert set(table["fingerprint"].to_pylist()) == {beam} and table.num_rows == GOOD
+
+
+def test_errors_retried_only_when_asked_and_error_rate_enforced(local_ray, tiny_model, image_folder, tmp_path):
+    out = str(tmp_path / "out")
+    pipeline.run(_config(tiny_model, str(image_folder), out))
+    (image_folder / "notes.jpg").write_bytes(jpeg_bytes(99))  # the text file is now a picture
+    assert pipeline.run(_config(tiny_model, str(image_folder), out)).images == 1  # changed object: new identity
+    retried = pipeline.run(_config(tiny_model, str(image_folder), out, retry_errors=True))
+    assert (retried.images, retried.failed) == (2, 2)
+    attempts = sorted(e["attempt"] for e in _errors(out) if e["uri"].endswith("truncated.jpg"))
+    assert attempts == [1, 2]
+
+    with pytest.raises(pipeline.RunFailed, match="max-error-rate"):
+        pipeline.run(_config(tiny_model, str(image_folder), str(tmp_path / "strict"), max_error_rate=0.1))
+
+
+def test_demo_model_writes_each_language_natively(local_ray, tmp_path):
+    """The bundled model, no flags: French, German and Spanish rows come from its own language tokens."""
+    from captioner.train import grammar, scenes
+
+    photos = tmp_path / "scenes"
+    photos.mkdir()
+    for i, scene in enumerate(scenes.scenes(6, seed=777, one_shape_fraction=1.0)):
+        scenes.render(scene, 128).save(photos / f"scene{i}.jpg")
+    out = str(tmp_path / "out")
+    summary = pipeline.run(RunConfig(input=InputConfig(str(photos)), output=out, languages=("en", "fr", "de", "es")))
+    assert summary.captions == 24
+    english_shapes = set().union(*grammar.vocabulary("en")[1].values())
+    for (uri, lang), row in _captions(out).items():
+        assert row["producer"] == "native" and row["model"].endswith("demo_model")
+        words = set(row["caption"].lower().split())
+        own_shapes = set().union(*grammar.vocabulary(lang)[1].values())
+        assert words & own_shapes, (lang, row["caption"])
+        if lang != "en":
+            assert not words & (english_shapes - own_shapes), (lang, row["caption"])  # "triangle" is French too
+
+
+def _peak_rss_by_kind(stop, peaks):
+    """Sample the resident memory of Ray workers and decoding processes until ``stop`` is set."""
+    import time
+    from pathlib import Path
+
+    while not stop.is_set():
+        for proc in Path("/proc").iterdir():
+            try:
+                title = (proc / "cmdline").read_bytes().decode(errors="replace")
+                rss = int((proc / "statm").read_text().split()[1]) * 4096
+            except (OSError, ValueError, IndexError):
+                continue
+            kind = "decoder" if "captioner.media.sandbox" in title else "ray worker" if title.startswith("ray::") else None
+            if kind:
+                peaks[kind] = max(peaks.get(kind, 0), rss)
+        time.sleep(0.05)
+
+
+def test_malformed_corpus_every_file_once(local_ray, tiny_model, tmp_path):
+    """18 kinds of unusual files, 20 each: exit cleanly, one row per file, the right error for each bad one."""
+    import threading
+
+    import corpus
+
+    expected = corpus.write(tmp_path / "corpus")
+    out = str(tmp_path / "out")
+    peaks, stop = {}, threading.Event()
+    sampler = threading.Thread(target=_peak_rss_by_kind, args=(stop, peaks), daemon=True)
+    sampler.start()
+    try:
+        summary = pipeline.run(_config(tiny_model, str(tmp_path / "corpus"), out))
+    finally:
+        stop.set()
+        sampler.join()
+    assert summary.status == "succeeded" and summary.listed == len(expected) == 360
+    good = {str(p) for p, outcome in expected.items() if outcome is None}
+    assert (summary.captioned, summary.failed) == (len(good), len(expected) - len(good))
+    captions = _captions(out)
+    errors = _errors(out)
+    seen = [uri for uri, _ in captions] + [e["uri"] for e in errors]
+    assert sorted(seen) == sorted(str(p) for p in expected), "every file exactly once"
+    assert {uri for uri, _ in captions} == good
+    assert {e["uri"]: e["error_type"] for e in errors} == {str(p): o for p, o in expected.items() if o is not None}
+    assert all(e["error"] for e in errors)
+    print("peak RSS MiB:", {k: v // 2**20 for k, v in peaks.items()})
+    assert peaks["decoder"] < 200 * 2**20, peaks  # tiny images; bombs and 3 GiB files never decoded or read
+    assert peaks["ray worker"] < 2 * 2**30, peaks
+
+
+def _outputs(fs, prefix):
+    captions = {r["uri"]: r["caption"] for r in _captions(prefix, fs).values()}
+    errors = {e["uri"]: e["error_type"] for e in _errors(prefix, fs)}
+    return captions, errors
+
+
+def test_throttled_and_resetting_store_gives_the_same_output(local_ray, tiny_model, s3, s3_server, faulty_s3):
+    fs, bucket = s3
+    for i in range(24):
+        fs.pipe(f"{bucket}/in/img{i:02d}.jpg", jpeg_bytes(i))
+    fs.pipe(f"{bucket}/in/broken.jpg", b"not an image")
+    clean = pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/clean", endpoint=s3_server,
+                                 resources=ResourceConfig(rows_per_file=5)))
+    faulty_s3.error_rate, faulty_s3.reset_rate = 0.10, 0.05
+    faulty = pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/faulty", endpoint=faulty_s3.url,
+                                  resources=ResourceConfig(rows_per_file=5)))
+    assert faulty_s3.counts["slowdown"] + faulty_s3.counts["reset"] >= 3, faulty_s3.counts  # ~11 expected
+    assert (faulty.captioned, faulty.failed) == (clean.captioned, clean.failed) == (24, 1)
+    assert _outputs(fs, f"{bucket}/faulty") == _outputs(fs, f"{bucket}/clean")
+
+
+def test_unreachable_or_forbidden_store_fails_fast_and_writes_nothing(local_ray, tiny_model, s3, faulty_s3,
+                                                                        tmp_path):
+    import time
+
+    from captioner.store.fs import StoreError
+    from faulty_proxy import closed_port
+
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="cannot reach the object store .* for bucket 'photos'"):
+        pipeline.run(_config(tiny_model, "s3://photos/in/", str(tmp_path / "out"),
+                             endpoint=f"http://127.0.0.1:{closed_port()}"))
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "out").exists()
+
+    fs, bucket = s3
+    fs.pipe(f"{bucket}/in/img.jpg", jpeg_bytes(0))
+    faulty_s3.deny = {("PUT", ""), ("POST", "")}
+    with pytest.raises(StoreError, match=f"writing to s3://{bucket}/out: the credentials lack s3:PutObject"):
+        pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/out", endpoint=faulty_s3.url))
+    assert fs.find(bucket) == [f"{bucket}/in/img.jpg"]
+
+
+HOSTILE_KEYS = ["in/../../../../escape.jpg", "in//double-slash.jpg", "in/./dot.jpg", "in/" + "é" * 300 + ".jpg",
+                "in/\u202eright-to-left.jpg", "in/percent%2F..%2Fx.jpg", "in/q?x=1#frag.jpg",
+                "in/back\\..\\slash.jpg", "in/..jpg"]
+
+
+def test_hostile_keys_never_write_outside_output(local_ray, tiny_model, s3, s3_server, tmp_path):
+    import re
+
+    fs, bucket = s3
+    for i, key in enumerate(HOSTILE_KEYS):
+        fs.pipe(f"{bucket}/{key}", jpeg_bytes(i))
+    listed = {k.split("/", 1)[1] for k in fs.find(f"{bucket}/in")}
+    assert listed == set(HOSTILE_KEYS), listed  # the store keeps every key as it is
+    root = tmp_path / "deep" / "er"
+    out = root / "out"
+    summary = pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", str(out), endpoint=s3_server))
+    assert summary.captioned == len(HOSTILE_KEYS)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and all(out in p.parents for p in written), written
+    ours = re.compile(r"(captions/lang=en|errors)/part-[0-9a-f]{24}\.parquet|_commits/part-[0-9a-f]{24}\.json|"
+                      r"runs/[0-9TZ]+-[0-9a-f]{6}/(manifest\.parquet|run\.json)")
+    assert all(ours.fullmatch(str(p.relative_to(out))) for p in written), written
+    assert {uri for uri, _ in _captions(str(out))} == {f"s3://{bucket}/{k}" for k in HOSTILE_KEYS}
+
+    pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/out", endpoint=s3_server))
+    outside = [k for k in fs.find(bucket) if not k.startswith(f"{bucket}/in/") and not k.startswith(f"{bucket}/out/")]
+    assert outside == []
+    assert all(ours.fullmatch(k.split("/out/", 1)[1]) for k in fs.find(f"{bucket}/out"))

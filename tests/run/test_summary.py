@@ -1,0 +1,35 @@
+import logging
+
+from captioner.config import InputConfig, ModelConfig, RunConfig
+from captioner.run.summary import Progress, RunSummary, format_summary, run_record, run_settings
+
+
+def test_summary_says_what_happened_and_where_the_captions_are():
+    summary = RunSummary(run_id="r1", output="s3://b/out/", listed=10, skipped=2, images=8, captioned=7, failed=1,
+                         captions=14, elapsed_s=4.0, startup_s=1.5, status="succeeded")
+    text = format_summary(summary)
+    assert text.splitlines()[0] == "run r1: succeeded"
+    assert "images listed   10" in text and "already done    2" in text and "failed          1" in text
+    assert "(2.0 images/s; first shard committed after 1.5 s)" in text
+    assert "s3://b/out/captions/" in text
+
+
+def test_run_record_keeps_settings_without_credentials():
+    config = RunConfig(input=InputConfig("s3://key:secret@bucket/in"), output="out",
+                       model=ModelConfig(name="s3://key:secret@bucket/model"))
+    record = run_record(RunSummary(run_id="r1", output="out", settings=run_settings(config), images=4, elapsed_s=2.0))
+    assert record["images_per_s"] == 2.0 and record["schema_version"] >= 1
+    assert "secret" not in str(record)
+    assert record["settings"]["model"]["name"].endswith("bucket/model")
+
+
+def test_progress_logs_rate_and_eta(caplog):
+    progress = Progress(total=10)
+    with caplog.at_level(logging.INFO, logger="captioner.run.summary"):
+        progress.update(5)
+        progress.update(6)  # within a few seconds of the last line: not logged
+        progress.update(10)  # the end is always logged
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("5/10 images (50%)") and "ETA" in lines[0]
+    assert lines[1].startswith("10/10 images (100%)")

@@ -1,0 +1,110 @@
+import pyarrow as pa
+import pytest
+
+from captioner.store import fs as storage
+
+
+def test_walk_files_sorted_with_identity(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "z.jpg").write_bytes(b"12345")
+    (tmp_path / "a.jpg").write_bytes(b"1")
+    rows = list(storage.walk_files(str(tmp_path)))
+    assert [r[0] for r in rows] == [str(tmp_path / "a.jpg"), str(tmp_path / "b" / "z.jpg")]
+    assert rows[1][1] == 5
+    assert all(r[2].startswith("mtime:") for r in rows)
+
+
+def test_missing_input_says_what_to_check(tmp_path):
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="check the path"):
+        list(storage.walk_files(str(tmp_path / "nope")))
+
+
+def test_atomic_write_leaves_only_the_file(tmp_path):
+    target = tmp_path / "deep" / "x.parquet"
+    storage.write_parquet_atomic(str(target), pa.table({"a": [1, 2]}))
+    storage.write_parquet_atomic(str(target), pa.table({"a": [3]}))  # replaced, not appended
+    assert [p.name for p in target.parent.iterdir()] == ["x.parquet"]
+    assert storage.read_bytes(str(target))[:4] == b"PAR1"
+
+
+def test_s3_listing_reading_and_writing(s3, s3_server):
+    fs, bucket = s3
+    fs.pipe(f"{bucket}/photos/one.jpg", b"abc")
+    fs.pipe(f"{bucket}/photos/sub/two.jpg", b"defg")
+    opts = {"endpoint_url": s3_server}
+    rows = list(storage.walk_files(f"s3://{bucket}/photos/", opts))
+    assert [(r[0], r[1]) for r in rows] == [(f"s3://{bucket}/photos/one.jpg", 3), (f"s3://{bucket}/photos/sub/two.jpg", 4)]
+    assert all(r[2] and not r[2].startswith("mtime:") for r in rows)  # real ETags
+    assert storage.read_bytes(rows[1][0], opts) == b"defg"
+    storage.write_bytes_atomic(f"s3://{bucket}/out/x.bin", b"xyz", opts)
+    assert fs.cat(f"{bucket}/out/x.bin") == b"xyz"
+
+
+def test_redact_drops_credentials_and_signatures():
+    assert storage.redact("https://user:secret@host/a.jpg?X-Amz-Signature=abc") == "https://host/a.jpg"
+    assert storage.redact("s3://bucket/key.jpg") == "s3://bucket/key.jpg"
+    assert storage.redact("/local/with?odd.jpg") == "/local/with?odd.jpg"
+
+
+def _quick(endpoint):
+    """The run's S3 options (retries and timeouts as configured) for ``endpoint``."""
+    from captioner.config import StorageConfig
+
+    return StorageConfig(endpoint_url=endpoint).options("s3://any")
+
+
+def test_reads_writes_and_listings_survive_throttling_and_resets(s3, faulty_s3):
+    fs, bucket = s3
+    faulty_s3.error_rate, faulty_s3.reset_rate = 0.3, 0.1
+    opts = _quick(faulty_s3.url)
+    for i in range(10):
+        storage.write_bytes_atomic(f"s3://{bucket}/out/{i}.bin", bytes([i]) * 1000, opts)
+    storage.write_parquet_atomic(f"s3://{bucket}/out/t.parquet", pa.table({"a": list(range(100))}), opts)
+    rows = list(storage.walk_files(f"s3://{bucket}/out/", opts))
+    assert len(rows) == 11
+    assert all(storage.read_bytes(f"s3://{bucket}/out/{i}.bin", opts) == bytes([i]) * 1000 for i in range(10))
+    assert storage.read_bytes(f"s3://{bucket}/out/3.bin", opts, limit=10) == bytes([3]) * 10
+    assert faulty_s3.counts["slowdown"] >= 5 and faulty_s3.counts["reset"] >= 1, faulty_s3.counts
+
+
+def test_access_check_passes_and_leaves_nothing(s3, s3_server):
+    fs, bucket = s3
+    fs.pipe(f"{bucket}/in/a.jpg", b"x")
+    storage.check_access(f"s3://{bucket}/in/", _quick(s3_server))
+    storage.check_access(f"s3://{bucket}/out", _quick(s3_server), write=True)
+    assert fs.find(bucket) == [f"{bucket}/in/a.jpg"]
+    storage.check_access("/local/folder/that/does/not/exist", {})  # local paths report their own errors
+
+
+def test_unreachable_store_fails_fast_naming_the_bucket():
+    import time
+
+    from faulty_proxy import closed_port
+
+    started = time.monotonic()
+    with pytest.raises(storage.StoreError) as caught:
+        storage.check_access("s3://photos-bucket/in/", _quick(f"http://127.0.0.1:{closed_port()}"))
+    assert time.monotonic() - started < 15
+    assert "cannot reach" in str(caught.value) and "'photos-bucket'" in str(caught.value)
+
+
+def test_forbidden_and_missing_buckets_say_which_permission(s3, faulty_s3):
+    fs, bucket = s3
+    fs.pipe(f"{bucket}/in/a.jpg", b"x")
+    opts = _quick(faulty_s3.url)
+    faulty_s3.deny = {("PUT", "")}
+    with pytest.raises(storage.StoreError, match=f"lack s3:PutObject on bucket '{bucket}'"):
+        storage.check_access(f"s3://{bucket}/out", opts, write=True)
+    faulty_s3.deny = {("DELETE", "")}
+    with pytest.raises(storage.StoreError, match="s3:DeleteObject.*probe object .* is left behind"):
+        storage.check_access(f"s3://{bucket}/out", opts, write=True)
+    faulty_s3.deny = {("HEAD", "")}
+    with pytest.raises(storage.StoreError, match="lack s3:GetObject"):
+        storage.check_access(f"s3://{bucket}/in/", opts)
+    faulty_s3.deny = {("GET", "list-type")}
+    with pytest.raises(storage.StoreError, match=f"no permission for listing s3://{bucket}/in.*s3:ListBucket"):
+        storage.check_access(f"s3://{bucket}/in/", opts)
+    with pytest.raises(storage.StoreError, match="bucket 'no-such-bucket' does not exist"):
+        storage.check_access("s3://no-such-bucket/in/", _quick(faulty_s3.upstream_url))
