@@ -8,6 +8,8 @@ from pathlib import Path
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 MODES = ("resume", "append", "overwrite")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+LANGUAGE_PROMPTS = ("auto", "start", "after-start")  # where an mBART-50 language code goes in the decoder prompt
 RETRY_MODES = ("standard", "adaptive")  # botocore's retry modes: both back off with jitter; adaptive also paces
 # Pillow formats decoded in this process, by Pillow's own code and libraries; --image-formats picks among them.
 # Never EPS (it runs Ghostscript) or any other format whose plugin calls out to a program.
@@ -79,7 +81,21 @@ class ModelConfig:
     name: str = DEMO_MODEL  # hub id, local folder, or object-store folder (s3://...)
     revision: str | None = None  # hub revision: branch, tag or commit
     cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "captioner", "models")  # per-node copies
-    allow_pickle_weights: bool = False  # load pytorch_model.bin (pickle can run code) when no safetensors exist
+    safetensors_only: bool = False  # refuse pickle weights even through torch's weights-only unpickler
+    dtype: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU), bf16, fp16 or fp32
+    language_prompt: str = "auto"  # mBART-50 codes: the decoder start (start) or after it (after-start)
+
+    def validate(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.language_prompt not in LANGUAGE_PROMPTS:
+            raise ConfigError(f"--language-prompt must be one of {', '.join(LANGUAGE_PROMPTS)}, "
+                              f"got {self.language_prompt!r}")
+
+    def helper(self, name: str) -> "ModelConfig":
+        """A translation or CLIP model loaded under this one's cache and weight rules."""
+        return ModelConfig(name=name, cache_dir=self.cache_dir, safetensors_only=self.safetensors_only,
+                           dtype=self.dtype)
 
 
 @dataclass(frozen=True)
@@ -181,6 +197,7 @@ class RunConfig:
     max_error_rate: float | None = None  # fail the run when more than this share of its images fail
 
     def validate(self) -> None:
+        self.model.validate()
         self.generation.validate()
         self.storage.validate()
         self.decode.validate()

@@ -26,12 +26,17 @@ def fingerprints(config: RunConfig) -> dict[str, str]:
         "clip_model": config.clip_model if config.num_candidates > 1 else None,
         "num_candidates": config.num_candidates,
     }
+    # Model settings that shape captions, only where set away from their defaults, so outputs written before a
+    # setting existed keep resuming.
+    base.update({key: getattr(config.model, key) for key in ("dtype", "language_prompt")
+                 if getattr(config.model, key) != "auto"})
     translators = dict(config.translate)
     out = {}
     for lang in config.languages:
         producer = {"translate": translators[lang], "from": config.source_language} if lang in translators else "native"
         out[lang] = _digest({**base, "producer": producer})
     return out
+
 
 def fingerprint(config: RunConfig) -> str:
     """One hash for the whole run, for run records."""

@@ -33,7 +33,8 @@ def test_arguments_become_configs():
          "--endpoint-url", "http://127.0.0.1:9000", "--batch-size", "8", "--extensions", "jpg,.png",
          "--image-formats", "jpeg,png,ppm", "--max-image-pixels", "1000", "--max-image-mb", "3",
          "--decode-timeout-s", "2.5", "--decode-memory-cap-mb", "300", "--store-max-attempts", "4",
-         "--store-retry-mode", "adaptive", "--allow-pickle-weights"]
+         "--store-retry-mode", "adaptive", "--safetensors-only", "--dtype", "bf16",
+         "--language-prompt", "start"]
     )
     config = cli.run.run_config(args)
     assert config.languages == ("en", "fr")
@@ -43,7 +44,8 @@ def test_arguments_become_configs():
                                                                                           "mode": "adaptive"}
     assert (config.decode.formats, config.decode.max_pixels, config.decode.max_file_mb) == (("JPEG", "PNG", "PPM"),
                                                                                              1000, 3)
-    assert (config.decode.timeout_s, config.decode.memory_mb, config.model.allow_pickle_weights) == (2.5, 300, True)
+    assert (config.decode.timeout_s, config.decode.memory_mb) == (2.5, 300)
+    assert (config.model.safetensors_only, config.model.dtype, config.model.language_prompt) == (True, "bf16", "start")
     assert config.resources.batch_size == 8 and config.resources.concurrency is None
     assert config.input.extensions == (".jpg", ".png")
     assert config.model.name == DEMO_MODEL

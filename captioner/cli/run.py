@@ -10,6 +10,8 @@ from ..config import (
     DECODABLE_FORMATS,
     DEFAULT_EXTENSIONS,
     DEMO_MODEL,
+    DTYPES,
+    LANGUAGE_PROMPTS,
     MODES,
     ConfigError,
     DecodeConfig,
@@ -71,7 +73,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
     m = parser.add_argument_group("model")
     m.add_argument("--model", default=DEMO_MODEL, help="Hugging Face hub id, local folder or s3:// folder of a "
-                   "VisionEncoderDecoder checkpoint in safetensors (default: the bundled demo model)")
+                   "captioner: a vision encoder-decoder (ViT-GPT2, CLIP-vision + mBART-50...), GIT or BLIP "
+                   "checkpoint (default: the bundled demo model)")
     m.add_argument("--revision", help="hub branch, tag or commit of --model")
     m.add_argument("--model-cache", default=ModelConfig.cache_dir,
                    help="where each node keeps its copy of an object-store model (default: %(default)s)")
@@ -88,9 +91,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--num-candidates", type=int, default=RunConfig.num_candidates,
                    help="generate N captions per image and language and keep the best by CLIP score "
                    "(needs --clip-model; default: %(default)s)")
-    m.add_argument("--allow-pickle-weights", action="store_true",
-                   help="load checkpoints that have only pickle weights (pytorch_model.bin). Unpickling can run "
-                   "code, so only for checkpoints you trust; by default only safetensors load")
+    m.add_argument("--safetensors-only", action="store_true",
+                   help="refuse checkpoints with only pickle weights (pytorch_model.bin). Without it they load "
+                   "through torch's weights-only unpickler, which refuses any pickle that would run code")
+    m.add_argument("--dtype", choices=DTYPES, default=ModelConfig.dtype,
+                   help="model weights and activations: auto is bf16 on GPUs that support it, else fp16, and fp32 "
+                   "on CPU (default: %(default)s)")
+    m.add_argument("--language-prompt", choices=LANGUAGE_PROMPTS, default=ModelConfig.language_prompt,
+                   help="for decoders with mBART-50 language codes: the code is the decoder start (start, as "
+                   "CLIP-Vision-mBART50 was trained) or follows it (after-start, mBART-50's own way); auto reads "
+                   "it from the checkpoint's decoder start token (default: %(default)s)")
 
     g = parser.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, default=GenerationConfig.max_new_tokens,
@@ -168,7 +178,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         input=InputConfig(uri=args.input, extensions=tuple(e if e.startswith(".") else f".{e}" for e in args.extensions)),
         output=args.output,
         model=ModelConfig(name=args.model, revision=args.revision, cache_dir=args.model_cache,
-                          allow_pickle_weights=args.allow_pickle_weights),
+                          safetensors_only=args.safetensors_only, dtype=args.dtype,
+                          language_prompt=args.language_prompt),
         generation=GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                                     temperature=args.temperature, top_p=args.top_p, seed=args.seed),
         languages=args.languages,

@@ -27,12 +27,14 @@ _MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8": "JPEG", b"GIF8": "GIF", b"BM": "BMP", 
 
 @dataclass(frozen=True)
 class Resize:
-    """How a model's image processor sizes its input."""
+    """How a model's image processor sizes its input: stretch to height x width, or scale the short side to
+    ``short_side`` (keeping the aspect ratio) and centre-crop height x width."""
 
     height: int
     width: int
     crop: bool = False  # False: stretch to height x width; True: scale the short side, then centre-crop
     resample: int = Image.Resampling.BILINEAR
+    short_side: int | None = None  # with crop: the short side before cropping (default: the larger of height, width)
 
 
 @dataclass(frozen=True)
@@ -101,13 +103,17 @@ def _decode(data: bytes, sizes: Sequence[Resize], formats: Sequence[str], max_pi
 
 
 def _resize(img: Image.Image, size: Resize) -> Image.Image:
+    """The image processors' own arithmetic: the long side truncated, the crop's offsets floored."""
     if not size.crop:
         return img.resize((size.width, size.height), size.resample)
-    scale = max(size.width, size.height) / min(img.size)
-    scaled = img.resize((max(size.width, round(img.width * scale)), max(size.height, round(img.height * scale))),
-                        size.resample)
-    left, top = (scaled.width - size.width) // 2, (scaled.height - size.height) // 2
-    return scaled.crop((left, top, left + size.width, top + size.height))
+    short = size.short_side or max(size.width, size.height)
+    if img.width <= img.height:
+        scaled = (short, int(short * img.height / img.width))
+    else:
+        scaled = (int(short * img.width / img.height), short)
+    resized = img.resize(scaled, size.resample)
+    left, top = (resized.width - size.width) // 2, (resized.height - size.height) // 2
+    return resized.crop((left, top, left + size.width, top + size.height))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -12,6 +12,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..config import GenerationConfig
 from . import scoring
+from .family import end_ids
 from .loading import Captioner, Loaded, Scorer
 from .preprocess import pixel_values
 from .scoring import Caption
@@ -86,9 +87,8 @@ def caption(
                     for lang in dict.fromkeys(lang for langs in requests for lang in langs)}
     if not rows_by_lang:
         return results
-    spec = captioner.info.image
-    x = pixel_values(pixels, spec, captioner.device, captioner.dtype)
-    encoded = captioner.model.encoder(pixel_values=x).last_hidden_state  # (B, P, D)
+    x = pixel_values(pixels, captioner.info.image, captioner.device, captioner.dtype)  # (B, 3, H, W)
+    encoded = captioner.info.family.encode(captioner.model, x)  # (B, ...): once per image, whatever the languages
     for lang, rows in rows_by_lang.items():
         if seed is not None:
             torch.manual_seed(seed)
@@ -99,18 +99,6 @@ def caption(
         for i, text in zip(rows, texts):
             results[i][lang] = text
     return results
-
-
-def _prompt(captioner: Captioner, lang: str, batch: int) -> torch.Tensor:
-    """Decoder start token, then the language token for multilingual decoders: (B, 1 or 2)."""
-    start = captioner.model.config.decoder_start_token_id
-    if start is None:
-        start = captioner.model.generation_config.decoder_start_token_id
-    ids = [start]
-    lang_token = captioner.info.languages[lang]
-    if lang_token is not None:
-        ids.append(lang_token)
-    return torch.tensor([ids] * batch, device=captioner.device)
 
 
 def _search(generation: GenerationConfig, num_candidates: int) -> dict:
@@ -127,23 +115,18 @@ def _search(generation: GenerationConfig, num_candidates: int) -> dict:
 
 def _generate(captioner: Captioner, encoded: torch.Tensor, lang: str, generation: GenerationConfig,
               num_candidates: int = 1) -> list[Caption]:
-    prompt = _prompt(captioner, lang, encoded.shape[0])
+    family, model = captioner.info.family, captioner.model
+    prompt = torch.tensor([captioner.info.languages[lang]] * encoded.shape[0], device=captioner.device)  # (B, P)
     search = _search(generation, num_candidates)
     stepwise = search["num_beams"] == 1  # each step's logits belong to the sequence it extends
-    out = captioner.model.generate(
-        encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
-        decoder_input_ids=prompt,
-        return_dict_in_generate=True,
-        output_logits=stepwise,
-        **search,
-    )
-    sequences = out.sequences  # (B * n, prompt + T)
+    out = family.generate(model, encoded, prompt, return_dict_in_generate=True, output_logits=stepwise, **search)
+    sequences = out.sequences  # (B * n, P + T)
+    ends = family.end_ids(model, captioner.tokenizer)
     if stepwise:
-        scores = scoring.mean_logprob_of_steps(captioner, out.logits, sequences[:, prompt.shape[1]:])
+        scores = scoring.mean_logprob_of_steps(out.logits, sequences[:, prompt.shape[1]:], ends)
     else:
-        encoded = encoded.repeat_interleave(num_candidates, dim=0)
-        scores = scoring.mean_logprob(captioner, sequences, prompt.shape[1],
-                               encoder_outputs=BaseModelOutput(last_hidden_state=encoded))
+        logits = family.logits(model, encoded.repeat_interleave(num_candidates, dim=0), sequences)
+        scores = scoring.mean_logprob(logits, sequences, prompt.shape[1], ends)
     texts = captioner.tokenizer.batch_decode(sequences[:, prompt.shape[1]:], skip_special_tokens=True)
     return [Caption(text.strip(), score) for text, score in zip(texts, scores)]
 
@@ -164,7 +147,10 @@ def translate(translator: Loaded, texts: Sequence[str], lang: str, generation: G
         encoder_outputs=BaseModelOutput(last_hidden_state=encoded), attention_mask=inputs.attention_mask,
         max_new_tokens=TRANSLATION_LENGTH * generation.max_new_tokens,
     )  # (B, 1 + T): decoder start, then the translation; beam size from the model's own generation config
-    scores = scoring.mean_logprob(translator, sequences, 1, encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
-                           attention_mask=inputs.attention_mask)
+    decoder_inputs = sequences[:, :-1]
+    logits = translator.model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+                              attention_mask=inputs.attention_mask, decoder_input_ids=decoder_inputs,
+                              decoder_attention_mask=torch.ones_like(decoder_inputs)).logits  # (B, L-1, V)
+    scores = scoring.mean_logprob(logits, sequences, 1, end_ids(translator.model, translator.tokenizer))
     out = translator.tokenizer.batch_decode(sequences[:, 1:], skip_special_tokens=True)
     return [Caption(text.strip(), score, producer=translator.name) for text, score in zip(out, scores)]

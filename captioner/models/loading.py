@@ -1,42 +1,39 @@
 """Loading captioners, translators and image-text scorers from a hub id, a local folder or an
 object-store folder. No Ray here.
 
-Weights load from safetensors only (pickle weights only with ``allow_pickle_weights``) and
-``trust_remote_code`` stays off: a checkpoint can never run code of its own on our workers. Object-store
-folders are copied file by file to paths checked to stay inside the copy, whatever their keys hold.
+A captioner loads into its family's own class, never another. Weights load from safetensors, or from pickle
+through torch's weights-only unpickler, which refuses anything but tensors (``safetensors_only`` refuses every
+pickle); ``trust_remote_code`` stays off: a checkpoint can never run code of its own on our workers.
+Object-store folders are copied file by file to paths checked to stay inside the copy, whatever their keys hold.
 """
 
 import hashlib
 import logging
 import os
-import re
+import pickle
 import shutil
 import uuid
 from dataclasses import dataclass
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoImageProcessor,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     CLIPModel,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    VisionEncoderDecoderModel,
 )
 from transformers.utils import logging as hf_logging
 
 from ..config import ModelConfig, UserError
 from ..store import fs as storage
+from .families import family_of, supported
+from .family import Family
 from .preprocess import ImageSpec, image_spec
 
 log = logging.getLogger(__name__)
-
-# Multilingual decoders carry one special token per language, e.g. "<|fr|>", forced after the start token.
-_LANG_TOKEN = re.compile(r"^<\|([a-z]{2,3}(?:[_-][A-Za-z]{2,4})?)\|>$")
-# A checkpoint without language tokens writes this language.
-DEFAULT_LANGUAGE = "en"
-
 
 class ModelError(UserError, ValueError):
     """The model cannot be used as asked; the message says what to do."""
@@ -46,8 +43,9 @@ class ModelError(UserError, ValueError):
 class ModelInfo:
     """Everything the driver needs of a captioner before any worker loads weights."""
 
+    family: Family
     image: ImageSpec
-    languages: dict[str, int | None]  # language code -> its token id (None: the model's only language)
+    languages: dict[str, tuple[int, ...]]  # each language written natively -> the ids its captions start from
 
 
 @dataclass
@@ -113,16 +111,6 @@ def _copy_folder(fs, root: str, target: str, name: str) -> None:
         fs.get_file(remote, local)
 
 
-def _pickle_only(path: str) -> list[str]:
-    """Pickle weight files of a local checkpoint folder that has no safetensors weights; empty otherwise."""
-    if not os.path.isdir(path):
-        return []
-    names = os.listdir(path)
-    if any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names):
-        return []
-    return sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt")) or n.endswith(".bin.index.json"))
-
-
 def _hub_kwargs(config: ModelConfig) -> dict:
     return {"revision": config.revision} if config.revision else {}
 
@@ -132,11 +120,15 @@ def _pretrained(loader, config: ModelConfig, options: dict | None, what: str, **
     try:
         return loader.from_pretrained(local_path(config, options), **_hub_kwargs(config), trust_remote_code=False,
                                       **kwargs)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"the pickle weights of {config.name!r} hold more than tensors: unpickling them would run "
+                         "code, so they were refused unread. Convert the checkpoint to safetensors where you trust "
+                         "it") from exc
     except OSError as exc:
         raise ModelError(
             f"cannot load the {what} of {config.name!r}: {exc}. Pass a local folder, an s3:// folder, or a hub "
-            "id that is reachable (or already in the Hugging Face cache); weights must be safetensors (or pass "
-            "--allow-pickle-weights for a checkpoint you trust)"
+            "id that is reachable (or already in the Hugging Face cache)"
+            + ("; with --safetensors-only, weights must be safetensors" if config.safetensors_only else "")
         ) from exc
     except ValueError as exc:
         if "trust_remote_code" not in str(exc) and "custom code" not in str(exc):
@@ -146,51 +138,66 @@ def _pretrained(loader, config: ModelConfig, options: dict | None, what: str, **
 
 
 def describe(config: ModelConfig, options: dict | None = None) -> ModelInfo:
-    """Read a captioner's image processor and tokenizer (no weights) to plan a run."""
+    """Read a captioner's config, image processor and tokenizer (no weights) to plan a run; refuse a checkpoint
+    no family loads before any work starts."""
+    model_config = _pretrained(AutoConfig, config, options, "config")
+    family = family_of(model_config)
+    if family is None:
+        raise ModelError(f"{config.name!r} is a {model_config.model_type!r} checkpoint "
+                         f"({', '.join(model_config.architectures or [])}), which captioner cannot caption with; "
+                         f"it captions with: {supported()}")
     tokenizer = _pretrained(AutoTokenizer, config, options, "tokenizer")
     processor = _pretrained(AutoImageProcessor, config, options, "image processor")
-    return ModelInfo(image=image_spec(processor), languages=_languages(tokenizer))
+    try:
+        image = image_spec(processor)
+    except ValueError as exc:
+        raise ModelError(f"{config.name!r}: {exc}") from None
+    return ModelInfo(family, image, family.prompts(model_config, tokenizer, config.language_prompt))
 
 
 def describe_scorer(config: ModelConfig, options: dict | None = None) -> ImageSpec:
     return image_spec(_pretrained(AutoImageProcessor, config, options, "image processor"))
 
 
-def _languages(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
-    found = {}
-    for token in tokenizer.all_special_tokens:
-        match = _LANG_TOKEN.match(token)
-        if match:
-            found[match.group(1)] = tokenizer.convert_tokens_to_ids(token)
-    return found or {DEFAULT_LANGUAGE: None}
-
-
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on GPUs that have it, else fp16; fp32 on CPU. Otherwise the dtype named."""
+    if name == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def _weights(config: ModelConfig, options: dict | None) -> dict:
+    """How ``from_pretrained`` may read the weights: safetensors first; pickle only through torch's weights-only
+    unpickler (transformers' default, which stops at anything but tensors) unless ``safetensors_only``."""
+    if config.safetensors_only:
+        return {"use_safetensors": True}
+    path = local_path(config, options)
+    if os.path.isdir(path) and not any(n.endswith(".safetensors") for n in os.listdir(path)):
+        log.info("%s has only pickle weights: loading them with torch's weights-only unpickler", config.name)
+    return {"use_safetensors": None, "weights_only": True}
+
+
 def _load(cls, loader, config: ModelConfig, options: dict | None, device: torch.device | None, **extra) -> Loaded:
-    """Weights once, fp16 on CUDA and fp32 on CPU, in eval mode."""
+    """Weights once, in the configured dtype on the device, in eval mode."""
     hf_logging.disable_progress_bar()  # per-weight bars from every actor would drown the job's own progress
     device = device or default_device()
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = torch_dtype(config.dtype, device)
     tokenizer = _pretrained(AutoTokenizer, config, options, "tokenizer")
-    pickled = _pickle_only(local_path(config, options))
-    if pickled and not config.allow_pickle_weights:
-        raise ModelError(
-            f"{config.name!r} has only pickle weights ({', '.join(pickled)}), and unpickling can run code, so only "
-            "safetensors load. Convert it where you trust it (from_pretrained, then save_pretrained writes "
-            "safetensors), or pass --allow-pickle-weights if you trust where it came from"
-        )
-    safetensors_only = True if not config.allow_pickle_weights else None  # None: safetensors first, else pickle
-    model = _pretrained(loader, config, options, "weights", use_safetensors=safetensors_only, dtype=dtype)
+    model = _pretrained(loader, config, options, "weights", dtype=dtype, **_weights(config, options))
     model.to(device).eval()
     return cls(model, tokenizer, device, dtype, config.name, config.revision, **extra)
 
 
 def load(config: ModelConfig, options: dict | None = None, device: torch.device | None = None) -> Captioner:
-    """A ViT-GPT2 style ``VisionEncoderDecoderModel`` captioner."""
-    return _load(Captioner, VisionEncoderDecoderModel, config, options, device, info=describe(config, options))
+    """A captioner of any family, loaded into its family's class."""
+    info = describe(config, options)
+    return _load(Captioner, info.family.loader, config, options, device, info=info)
 
 
 def load_translator(config: ModelConfig, options: dict | None = None, device: torch.device | None = None) -> Loaded:

@@ -19,17 +19,24 @@ class ImageSpec:
 
 
 def image_spec(processor) -> ImageSpec:
-    """The preprocessing a transformers image processor applies, as plain numbers the decode stage can use."""
-    size = processor.size
-    crop = getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None)
-    if crop:
-        resize = Resize(crop["height"], crop["width"], crop=True, resample=processor.resample)
-    elif isinstance(size, int):
-        resize = Resize(size, size, resample=processor.resample)
-    elif size.get("height"):
-        resize = Resize(size["height"], size["width"], resample=processor.resample)
+    """The preprocessing a transformers image processor applies, as plain numbers the decode stage can use.
+
+    Two resize rules batch: a fixed height x width (ViT, BLIP), or the short side scaled then a centre crop
+    (CLIP, GIT, VideoMAE). Anything else raises ValueError, before any image is read.
+    """
+    size = processor.size if not isinstance(processor.size, int) else {"height": processor.size, "width": processor.size}
+    crop = processor.crop_size if getattr(processor, "do_center_crop", False) else None  # dict-like, or None
+    resample = int(processor.resample)
+    if not getattr(processor, "do_resize", True):
+        raise ValueError("its image processor does not resize, so images of different sizes cannot be batched")
+    if size.get("shortest_edge") and crop:
+        resize = Resize(crop["height"], crop["width"], crop=True, resample=resample, short_side=size["shortest_edge"])
+    elif size.get("height") and size.get("width"):
+        if crop and (crop["height"], crop["width"]) != (size["height"], size["width"]):
+            raise ValueError(f"its image processor resizes to {size} and then crops to {crop}; not supported")
+        resize = Resize(size["height"], size["width"], resample=resample)
     else:
-        resize = Resize(size["shortest_edge"], size["shortest_edge"], resample=processor.resample)
+        raise ValueError(f"its image processor resizes to {size} without a crop, so sizes vary by image")
     normalize = getattr(processor, "do_normalize", True)
     mean = tuple(processor.image_mean) if normalize else (0.0, 0.0, 0.0)
     std = tuple(processor.image_std) if normalize else (1.0, 1.0, 1.0)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..schema import NATIVE
-from .loading import Loaded, Scorer
+from .loading import Scorer
 from .preprocess import pixel_values
 
 
@@ -33,40 +33,30 @@ class Caption:
     candidates: int = 1  # how many captions this one was chosen from
 
 
-def mean_logprob(loaded: Loaded, sequences: torch.Tensor, prompt_len: int, **inputs) -> list[float]:
-    """Mean log-probability of the generated tokens, up to and including the first end-of-text."""
-    # Attention is causal, so padding after a sequence's end never reaches the positions that are scored.
-    decoder_input_ids = sequences[:, :-1]
-    logits = loaded.model(**inputs, decoder_input_ids=decoder_input_ids,
-                          decoder_attention_mask=torch.ones_like(decoder_input_ids)).logits  # (B, L-1, V)
+def mean_logprob(logits: torch.Tensor, sequences: torch.Tensor, prompt_len: int, ends: Sequence[int]) -> list[float]:
+    """Mean log-probability of the generated tokens of (B, L) ``sequences`` (after a ``prompt_len`` prompt), up to
+    and including the first end token, from the (B, L-1, V) teacher-forced logits of each next token."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     token_lp = logprobs.gather(-1, sequences[:, 1:, None]).squeeze(-1)[:, prompt_len - 1:]  # (B, T)
-    return _mean_until_end(loaded, token_lp, sequences[:, prompt_len:])
+    return _mean_until_end(token_lp, sequences[:, prompt_len:], ends)
 
 
-def mean_logprob_of_steps(loaded: Loaded, step_logits: Sequence[torch.Tensor], generated: torch.Tensor) -> list[float]:
+def mean_logprob_of_steps(step_logits: Sequence[torch.Tensor], generated: torch.Tensor,
+                          ends: Sequence[int]) -> list[float]:
     """The same mean from the raw logits ``generate`` kept, one (B, V) tensor per generated token."""
     token_lp = torch.stack([
         logits.float().gather(-1, generated[:, t, None]).squeeze(-1) - torch.logsumexp(logits.float(), dim=-1)
         for t, logits in enumerate(step_logits)
     ], dim=1)  # (B, T)
-    return _mean_until_end(loaded, token_lp, generated)
+    return _mean_until_end(token_lp, generated, ends)
 
 
-def _mean_until_end(loaded: Loaded, token_lp: torch.Tensor, generated: torch.Tensor) -> list[float]:
-    """Mean of (B, T) token log-probabilities up to and including each row's first end-of-text."""
-    eos = torch.tensor(_eos_ids(loaded), device=generated.device)
-    is_end = torch.isin(generated, eos).long()
-    after_end = (is_end.cumsum(dim=1) - is_end) > 0  # tokens past the first end-of-text are padding
+def _mean_until_end(token_lp: torch.Tensor, generated: torch.Tensor, ends: Sequence[int]) -> list[float]:
+    """Mean of (B, T) token log-probabilities up to and including each row's first end token."""
+    is_end = torch.isin(generated, torch.tensor(list(ends), device=generated.device)).long()
+    after_end = (is_end.cumsum(dim=1) - is_end) > 0  # tokens past the first end are padding
     mask = (~after_end).float()
     return ((token_lp * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).tolist()
-
-
-def _eos_ids(loaded: Loaded) -> list[int]:
-    eos = loaded.model.generation_config.eos_token_id
-    if eos is None:
-        eos = loaded.tokenizer.eos_token_id
-    return list(eos) if isinstance(eos, (list, tuple)) else [eos]
 
 
 @torch.inference_mode()

@@ -8,7 +8,7 @@ import pyarrow as pa
 import ray
 
 from .. import schema
-from ..config import ConfigError, ModelConfig, RunConfig
+from ..config import ConfigError, RunConfig
 from ..fingerprint import fingerprint, fingerprints
 from ..models import loading
 from ..models.preprocess import ImageSpec
@@ -87,8 +87,7 @@ def _model_inputs(config: RunConfig) -> dict[str, ImageSpec]:
     config.producers(info.languages)
     images = {schema.PIXELS: info.image}
     if config.clip_model:
-        clip = ModelConfig(name=config.clip_model, cache_dir=config.model.cache_dir,
-                           allow_pickle_weights=config.model.allow_pickle_weights)
+        clip = config.model.helper(config.clip_model)
         images[schema.CLIP_PIXELS] = loading.describe_scorer(clip, config.storage.options(config.clip_model))
     return images
 
@@ -172,15 +171,32 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
         retry_exceptions=[OSError],
     )
     progress = Progress(todo.num_rows)
-    for counts in ds.iter_rows():
-        if not summary.images:
-            summary.startup_s = time.monotonic() - started
-        for key in ("images", "captioned", "failed", "captions"):
-            setattr(summary, key, getattr(summary, key) + int(counts[key]))
-        progress.update(summary.images)
-        _check_error_rate(config, summary)
-        if lease.lost:
-            raise RunFailed("another run took over this output's lease; stopping so that only one run writes")
+    try:
+        for counts in ds.iter_rows():
+            if not summary.images:
+                summary.startup_s = time.monotonic() - started
+            for key in ("images", "captioned", "failed", "captions"):
+                setattr(summary, key, getattr(summary, key) + int(counts[key]))
+            progress.update(summary.images)
+            _check_error_rate(config, summary)
+            if lease.lost:
+                raise RunFailed("another run took over this output's lease; stopping so that only one run writes")
+    except Exception as exc:
+        failed = _caption_failure(exc)
+        if failed is None:
+            raise
+        raise RunFailed(f"the model cannot caption: {failed}. What is committed stays; fix the model or its "
+                        "settings and rerun") from None
+
+
+def _caption_failure(exc: BaseException) -> stages.CaptionFailed | None:
+    """The caption actor's own CaptionFailed, inside whatever Ray wrapped it in, if that is what stopped the run."""
+    found, seen = None, exc
+    while seen is not None:
+        if isinstance(seen, stages.CaptionFailed):
+            found = seen  # the innermost is the actor's own, without Ray's traceback text
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return found
 
 
 def _init_ray() -> None:
@@ -190,5 +206,6 @@ def _init_ray() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    ctx.raise_original_map_exception = True  # so a CaptionFailed reaches the driver as itself
 
 

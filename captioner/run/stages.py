@@ -14,7 +14,7 @@ import pyarrow as pa
 import torch
 
 from .. import schema
-from ..config import DecodeConfig, ModelConfig, RunConfig, StorageConfig
+from ..config import DecodeConfig, RunConfig, StorageConfig
 from ..fingerprint import fingerprints
 from ..media import sandbox
 from ..media.image import DecodeFailure
@@ -101,6 +101,11 @@ def _read(uri: str, store: StorageConfig, limit: int) -> bytes:  # type: ignore[
             time.sleep(READ_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5))
 
 
+class CaptionFailed(RuntimeError):
+    """The model cannot caption a batch in which no single image can be captioned either: the run must stop
+    rather than write an error row for every image of the archive."""
+
+
 class CaptionActor:
     """Holds the run's models (captioner, translators, scorer); Ray Data calls it with decoded batches."""
 
@@ -108,11 +113,7 @@ class CaptionActor:
         if not torch.cuda.is_available():
             torch.set_num_threads(max(1, num_threads))
         opts = config.storage.options
-
-        def other(name: str) -> ModelConfig:
-            return ModelConfig(name=name, cache_dir=config.model.cache_dir,
-                               allow_pickle_weights=config.model.allow_pickle_weights)
-
+        other = config.model.helper
         self.models = generate.Models(
             captioner=loading.load(config.model, opts(config.model.name)),
             translators={lang: loading.load_translator(other(name), opts(name)) for lang, name in config.translate},
@@ -158,6 +159,8 @@ class CaptionActor:
                 except Exception as single:
                     ok[i] = False
                     error_type[i], error[i] = "caption_error", f"{type(single).__name__}: {single}"
+            if not captions:  # not one image went through: the model is what fails, and every batch would
+                raise CaptionFailed(f"{type(exc).__name__}: {exc}") from exc
         rows = []
         done = iter(captions)
         for i in range(len(ok)):

@@ -25,7 +25,7 @@ def test_the_benchmark_settings_are_token_for_token_model_generate(demo, scenes,
     x = normalised(demo, scenes)
     for lang in ("en", "fr"):
         ours = generate.caption(demo, scenes, [[lang]] * len(scenes), settings)
-        prompt = torch.tensor([[demo.model.config.decoder_start_token_id, demo.info.languages[lang]]] * len(scenes))
+        prompt = torch.tensor([demo.info.languages[lang]] * len(scenes))
         reference = demo.model.generate(pixel_values=x, decoder_input_ids=prompt, max_new_tokens=32,
                                         num_beams=num_beams)
         texts = demo.tokenizer.batch_decode(reference[:, 2:], skip_special_tokens=True)

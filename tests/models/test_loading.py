@@ -14,7 +14,8 @@ def test_loads_a_saved_folder_with_from_pretrained(tiny_model):
     loaded = model.load(ModelConfig(name=str(tiny_model)))
     assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
     assert not loaded.model.training
-    assert loaded.info.languages == {"en": None}
+    assert loaded.info.family.name == "vision encoder-decoder"
+    assert loaded.info.languages == {"en": (loaded.model.config.decoder_start_token_id,)}
     assert (loaded.info.image.resize.height, loaded.info.image.resize.width) == (32, 32)
     assert loaded.info.image.mean == (0.5, 0.5, 0.5)
     saved = load_file(str(tiny_model / "model.safetensors"))
@@ -26,16 +27,8 @@ def test_language_tokens_are_found(tmp_path):
     path = build_tiny_model(tmp_path / "m", languages=("en", "fr", "de"))
     info = model.describe(ModelConfig(name=str(path)))
     assert sorted(info.languages) == ["de", "en", "fr"]
-    assert all(isinstance(token, int) for token in info.languages.values())
-
-
-def test_pickle_only_checkpoint_is_refused(tiny_model, tmp_path):
-    folder = tmp_path / "pickled"
-    shutil.copytree(tiny_model, folder)
-    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
-    (folder / "model.safetensors").unlink()
-    with pytest.raises(model.ModelError, match="safetensors"):
-        model.load(ModelConfig(name=str(folder)))
+    start = info.languages["en"][0]
+    assert all(len(ids) == 2 and ids[0] == start for ids in info.languages.values())  # the start, then the language
 
 
 def test_object_store_folder_is_copied_once_per_node(tiny_model, s3, s3_server, tmp_path):
@@ -64,16 +57,51 @@ def test_translator_and_scorer_load_from_folders(tiny_marian, tiny_clip):
     assert scorer.image.resize.crop and (scorer.image.resize.height, scorer.image.resize.width) == (32, 32)
 
 
-def test_pickle_weights_load_only_when_allowed(tiny_model, tmp_path):
-    folder = tmp_path / "pickled"
+def _pickled(tiny_model, folder):
     shutil.copytree(tiny_model, folder)
     torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    with pytest.raises(model.ModelError, match=r"only pickle weights \(pytorch_model.bin\).*--allow-pickle-weights"):
+    return folder
+
+
+def test_pickle_weights_load_through_the_weights_only_unpickler(tiny_model, tmp_path, caplog):
+    folder = _pickled(tiny_model, tmp_path / "pickled")
+    with caplog.at_level("INFO", logger="captioner.models.loading"):
+        loaded = model.load(ModelConfig(name=str(folder)))
+    assert any("weights-only unpickler" in r.getMessage() for r in caplog.records)
+    reference = model.load(ModelConfig(name=str(tiny_model))).model.state_dict()
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in reference.items())
+    with pytest.raises(model.ModelError, match="--safetensors-only"):
+        model.load(ModelConfig(name=str(folder), safetensors_only=True))
+
+
+class _Payload:
+    """Unpickling this runs ``open(path, "w")``: the side effect a hostile checkpoint would have."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_does_not_run(tiny_model, tmp_path):
+    folder = _pickled(tiny_model, tmp_path / "hostile")
+    marker = tmp_path / "ran"
+    weights = load_file(str(tiny_model / "model.safetensors"))
+    torch.save({**weights, "payload": _Payload(str(marker))}, folder / "pytorch_model.bin")
+    with pytest.raises(model.ModelError, match="would run code"):
         model.load(ModelConfig(name=str(folder)))
-    loaded = model.load(ModelConfig(name=str(folder), allow_pickle_weights=True))
-    name = next(iter(loaded.model.state_dict()))
-    assert torch.equal(loaded.model.state_dict()[name], model.load(ModelConfig(name=str(tiny_model))).model.state_dict()[name])
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_no_family_is_refused_naming_those_there_are(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+               intermediate_size=8).save_pretrained(tmp_path)
+    with pytest.raises(model.ModelError, match=r"'bert' checkpoint.*vision encoder-decoder.*GIT.*BLIP"):
+        model.describe(ModelConfig(name=str(tmp_path)))
 
 
 def test_checkpoint_code_never_runs(tiny_model, tmp_path):

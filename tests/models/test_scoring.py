@@ -11,10 +11,11 @@ def test_greedy_scores_from_the_search_equal_a_teacher_forced_pass(demo, scenes)
     """Greedy search scores from the logits it kept; beam search scores by a second pass: same definition."""
     ours = generate.caption(demo, scenes, [["de"]] * len(scenes), GenerationConfig(max_new_tokens=32))
     x = normalised(demo, scenes)
-    prompt = torch.tensor([[demo.model.config.decoder_start_token_id, demo.info.languages["de"]]] * len(scenes))
+    prompt = torch.tensor([demo.info.languages["de"]] * len(scenes))
     with torch.inference_mode():
         sequences = demo.model.generate(pixel_values=x, decoder_input_ids=prompt, max_new_tokens=32)
-        teacher_forced = scoring.mean_logprob(demo, sequences, 2, pixel_values=x)
+        logits = demo.model(pixel_values=x, decoder_input_ids=sequences[:, :-1]).logits
+        teacher_forced = scoring.mean_logprob(logits, sequences, 2, [demo.tokenizer.eos_token_id])
     assert [r["de"].score for r in ours] == pytest.approx(teacher_forced, abs=1e-4)
 
 
