@@ -3,7 +3,7 @@
     python benchmarks/translation.py [--model captioner/demo_model] [--translate fr=FOLDER ...] [--images 256]
 
 Both run in this one process, on the same machine, with the same batch size, threads and generation
-settings, through the code the caption actor runs (generate.caption, generate.translate). Captions come
+settings, through the code the caption actor runs (generate.caption, translation.translate). Captions come
 from synthetic scenes decoded like job inputs; each language then translates those captions. Without
 --translate, each language gets a Marian model with the architecture of Helsinki-NLP/opus-mt-en-fr
 (6+6 layers, d_model 512, 59,514-token vocabulary) and random weights: real compute per token, but a
@@ -26,7 +26,7 @@ from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from captioner.media import image as images
-from captioner.models import generate
+from captioner.models import generate, translation
 from captioner.models import loading as model
 from captioner.train import scenes as synth
 from captioner.config import DEMO_MODEL, DecodeConfig, GenerationConfig, ModelConfig
@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
 
             def translate_all() -> None:
                 for start in range(0, len(texts), args.batch_size):
-                    generate.translate(translator, texts[start:start + args.batch_size], lang, settings)
+                    translation.translate(translator, texts[start:start + args.batch_size], source, lang, settings)
 
             rate = len(texts) / timed(translate_all, args.repeats)
             rows.append({"lang": lang, "translator": name, "captions_per_s": rate, "ratio": rate / caption_rate})

@@ -1,4 +1,4 @@
-"""Batched captioning, translation and best-of-N for loaded models. No Ray here.
+"""Batched captioning in every family, then translation and CLIP scores: what a caption actor runs. No Ray here.
 
 Scores and best-of-N come from ``scoring``: see there what ``score`` and ``clip_score`` mean.
 """
@@ -8,17 +8,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from transformers.modeling_outputs import BaseModelOutput
 
 from ..config import GenerationConfig
 from . import scoring
-from .family import end_ids
 from .loading import Captioner, Loaded, Scorer
 from .preprocess import pixel_values
 from .scoring import Caption
-
-TRANSLATION_LENGTH = 2  # a translation may run to this many times the caption's token budget
-
+from .translation import translate
 
 @dataclass
 class Models:
@@ -51,7 +47,7 @@ def describe(
     for lang, translator in models.translators.items():
         rows = [i for i, langs in enumerate(requests) if lang in langs]
         sources = [_source(results[i], source_captions, i, models.source_language) for i in rows]
-        for i, text in zip(rows, translate(translator, sources, lang, generation)):
+        for i, text in zip(rows, translate(translator, sources, models.source_language, lang, generation)):
             results[i][lang] = replace(text, source_lang=models.source_language)
     if models.scorer is not None:
         scoring.add_clip_scores(models.scorer, clip_pixels, results)
@@ -129,28 +125,3 @@ def _generate(captioner: Captioner, encoded: torch.Tensor, lang: str, generation
         scores = scoring.mean_logprob(logits, sequences, prompt.shape[1], ends)
     texts = captioner.tokenizer.batch_decode(sequences[:, prompt.shape[1]:], skip_special_tokens=True)
     return [Caption(text.strip(), score) for text, score in zip(texts, scores)]
-
-
-@torch.inference_mode()
-def translate(translator: Loaded, texts: Sequence[str], lang: str, generation: GenerationConfig) -> list[Caption]:
-    """Translate a batch with the model's own search settings (never sampled), scored like captions."""
-    if not texts:
-        return []
-    prefix = f">>{lang}<<"  # multi-target Marian models pick the language with a prefix token
-    if prefix in translator.tokenizer.get_vocab():
-        texts = [f"{prefix} {text}" for text in texts]
-    inputs = translator.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
-                                  max_length=translator.model.config.max_position_embeddings).to(translator.device)
-    encoded = translator.model.get_encoder()(**inputs).last_hidden_state  # (B, S, D)
-    sequences = translator.model.generate(
-        # generate() expands what it is given in place for beam search: hand it its own wrapper
-        encoder_outputs=BaseModelOutput(last_hidden_state=encoded), attention_mask=inputs.attention_mask,
-        max_new_tokens=TRANSLATION_LENGTH * generation.max_new_tokens,
-    )  # (B, 1 + T): decoder start, then the translation; beam size from the model's own generation config
-    decoder_inputs = sequences[:, :-1]
-    logits = translator.model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
-                              attention_mask=inputs.attention_mask, decoder_input_ids=decoder_inputs,
-                              decoder_attention_mask=torch.ones_like(decoder_inputs)).logits  # (B, L-1, V)
-    scores = scoring.mean_logprob(logits, sequences, 1, end_ids(translator.model, translator.tokenizer))
-    out = translator.tokenizer.batch_decode(sequences[:, 1:], skip_special_tokens=True)
-    return [Caption(text.strip(), score, producer=translator.name) for text, score in zip(out, scores)]

@@ -155,6 +155,11 @@ def describe(config: ModelConfig, options: dict | None = None) -> ModelInfo:
     return ModelInfo(family, image, family.prompts(model_config, tokenizer, config.language_prompt))
 
 
+def load_tokenizer(config: ModelConfig, options: dict | None = None) -> PreTrainedTokenizerBase:
+    """A model's tokenizer alone, to check before any work what a translator can do."""
+    return _pretrained(AutoTokenizer, config, options, "tokenizer")
+
+
 def describe_scorer(config: ModelConfig, options: dict | None = None) -> ImageSpec:
     return image_spec(_pretrained(AutoImageProcessor, config, options, "image processor"))
 

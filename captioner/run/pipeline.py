@@ -10,7 +10,7 @@ import ray
 from .. import schema
 from ..config import ConfigError, RunConfig
 from ..fingerprint import fingerprint, fingerprints
-from ..models import loading
+from ..models import loading, translation
 from ..models.preprocess import ImageSpec
 from ..store import fs as storage
 from ..store import manifest, state
@@ -85,6 +85,8 @@ def _model_inputs(config: RunConfig) -> dict[str, ImageSpec]:
     """Check the models can do what the run asks, and say what each needs of the decoded images."""
     info = loading.describe(config.model, config.storage.options(config.model.name))
     config.producers(info.languages)
+    for lang, name in config.translate:
+        translation.check(config.model.helper(name), config.storage.options(name), config.source_language, lang)
     images = {schema.PIXELS: info.image}
     if config.clip_model:
         clip = config.model.helper(config.clip_model)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from captioner.config import GenerationConfig, ModelConfig
-from captioner.models import generate
+from captioner.models import generate, translation
 from captioner.models import loading as model
 from conftest import build_tiny_model, normalised
 
@@ -68,19 +68,6 @@ def test_fp16_on_cuda_agrees_with_fp32(tiny_model, captioner, pixels):
     assert [r["en"].score for r in on_gpu] == pytest.approx([r["en"].score for r in on_cpu], abs=0.05)
 
 
-def test_translation_is_marian_generate_with_a_score(translator):
-    """Beam search (the fixture's generation config asks for 3 beams), as a plain ``model.generate`` does it."""
-    assert translator.model.generation_config.num_beams == 3
-    texts = ["a red circle", "a green star above a blue square"]
-    out = generate.translate(translator, texts, "fr", GenerationConfig(max_new_tokens=3))
-    inputs = translator.tokenizer(texts, return_tensors="pt", padding=True)
-    reference = translator.tokenizer.batch_decode(translator.model.generate(**inputs, max_new_tokens=6),
-                                                  skip_special_tokens=True)
-    assert [c.text for c in out] == [t.strip() for t in reference]
-    assert all(c.text and np.isfinite(c.score) and c.score < 0 for c in out)
-    assert {c.producer for c in out} == {translator.name}
-
-
 def test_describe_translates_the_source_and_scores_everything(captioner, translator, scorer, pixels):
     models = generate.Models(captioner=captioner, translators={"fr": translator, "de": translator}, scorer=scorer)
     clip_pixels = pixels  # the tiny CLIP takes 32 x 32 too
@@ -89,8 +76,8 @@ def test_describe_translates_the_source_and_scores_everything(captioner, transla
     assert sorted(out[0]) == ["de", "en", "fr"] and sorted(out[1]) == ["fr"]
     assert out[0]["en"].producer == "native" and out[0]["en"].source_lang is None
     assert out[0]["fr"].producer == translator.name and out[0]["fr"].source_lang == "en"
-    direct = generate.translate(translator, [out[0]["en"].text, "a stored english caption"], "fr",
-                                GenerationConfig(max_new_tokens=5))
+    direct = translation.translate(translator, [out[0]["en"].text, "a stored english caption"], "en", "fr",
+                                   GenerationConfig(max_new_tokens=5))
     assert [out[0]["fr"].text, out[1]["fr"].text] == [d.text for d in direct]
     assert all(c.clip_score is not None and 0 <= c.clip_score <= 2.5 for r in out for c in r.values())
 

@@ -110,11 +110,11 @@ def test_four_languages_by_translation_with_clip_scores(local_ray, tiny_model, t
             assert row["producer"] == "native" and row["source_lang"] is None
         else:
             assert row["producer"] == marian and row["source_lang"] == "en"
-    from captioner.models import generate
+    from captioner.models import translation
     from captioner.models import loading as model
     translator = model.load_translator(ModelConfig(name=marian))
     uri = sorted(u for u, _ in captions)[0]
-    expected = generate.translate(translator, [captions[(uri, "en")]["caption"]], "de", GenerationConfig(max_new_tokens=6))
+    expected = translation.translate(translator, [captions[(uri, "en")]["caption"]], "en", "de", GenerationConfig(max_new_tokens=6))
     assert captions[(uri, "de")]["caption"] == expected[0].text
 
 
