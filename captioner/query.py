@@ -119,7 +119,8 @@ SCORES_BY_LANGUAGE = f"""
     SELECT {schema.LANG}, count(*) AS captions, min({schema.SCORE}) AS min,
            quantile_cont({schema.SCORE}, 0.1) AS p10, quantile_cont({schema.SCORE}, 0.5) AS median,
            quantile_cont({schema.SCORE}, 0.9) AS p90, max({schema.SCORE}) AS max,
-           avg({schema.CLIP_SCORE}) AS mean_clip_score
+           avg({schema.CLIP_SCORE}) AS mean_clip_score,
+           count(*) FILTER (WHERE {schema.CAPTION} = '') AS empty
     FROM {schema.CAPTIONS_DIR} GROUP BY {schema.LANG} ORDER BY {schema.LANG}
 """
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 from captioner import schema
 
 
-def image_results(uris, failed=(), run_id="r", fingerprint="f", langs=("en", "fr")):
+def image_results(uris, failed=(), run_id="r", fingerprint="f", langs=("en", "fr"), empty=()):
     """What a caption actor hands the writer: one row per image."""
     rows = []
     for uri in uris:
@@ -14,7 +14,7 @@ def image_results(uris, failed=(), run_id="r", fingerprint="f", langs=("en", "fr
             row.update(error_type=failed[uri], error="it failed", attempt=1)
         else:
             row.update(width=4, height=3, model="m", model_revision=None,
-                       results=[{"lang": lang, "caption": f"{lang} {uri}", "score": -0.5, "producer": "native",
+                       results=[{"lang": lang, "caption": "" if uri in empty else f"{lang} {uri}", "score": -0.5, "producer": "native",
                                  "num_candidates": 1, "fingerprint": fingerprint} for lang in langs])
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)

@@ -1,6 +1,6 @@
 import pytest
 
-from captioner.config import ConfigError, GenerationConfig, InputConfig, RunConfig, StorageConfig
+from captioner.config import ConfigError, GenerationConfig, InputConfig, ModelConfig, RunConfig, StorageConfig
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,10 @@ def test_bad_store_and_decode_settings_are_refused_with_the_flag_to_fix():
         with pytest.raises(ConfigError, match=flag):
             run(**kwargs).validate()
     run(decode=DecodeConfig(formats=("PNG", "PPM"))).validate()
+
+
+def test_model_settings_are_validated():
+    with pytest.raises(ConfigError, match="--dtype must be one of auto, bf16, fp16, fp32"):
+        RunConfig(input=InputConfig("in"), output="out", model=ModelConfig(dtype="fp8")).validate()
+    with pytest.raises(ConfigError, match="--language-prompt"):
+        RunConfig(input=InputConfig("in"), output="out", model=ModelConfig(language_prompt="first")).validate()

@@ -26,3 +26,11 @@ def test_a_local_model_is_known_by_its_content_not_its_path(tiny_model, tmp_path
     weights = copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     assert model_identity(str(copy)) != model_identity(str(tiny_model))
+
+
+def test_dtype_and_language_prompt_count_only_when_set():
+    base = RunConfig(input=InputConfig("in"), output="out")
+    assert fingerprints(base) == fingerprints(RunConfig(input=InputConfig("in"), output="out",
+                                                        model=ModelConfig(dtype="auto", language_prompt="auto")))
+    assert len({fingerprints(RunConfig(input=InputConfig("in"), output="out", model=ModelConfig(**kw)))["en"]
+                for kw in ({}, {"dtype": "bf16"}, {"dtype": "fp16"}, {"language_prompt": "start"})}) == 4

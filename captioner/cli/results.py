@@ -92,7 +92,8 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"  captioned {figures['captioned']}, failed {figures['failed']}, caption rows {figures['caption_rows']}")
     for lang, row in sorted(figures["scores_per_language"].items()):
         clip = f", mean CLIP {row['mean_clip_score']:.2f}" if row["mean_clip_score"] is not None else ""
-        print(f"  [{lang}] {row['captions']} captions; score p10 {row['p10']:.2f}, median {row['median']:.2f}, "
+        empty = f" ({row['empty']} empty)" if row["empty"] else ""
+        print(f"  [{lang}] {row['captions']} captions{empty}; score p10 {row['p10']:.2f}, median {row['median']:.2f}, "
               f"p90 {row['p90']:.2f}{clip}")
     for kind, n in sorted(figures["errors_by_type"].items(), key=lambda kv: -kv[1]):
         print(f"  error {kind}: {n}")

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
 
 from ..config import GenerationConfig
 from . import scoring
 from .loading import Captioner, Loaded, Scorer
 from .preprocess import pixel_values
+from .sampling import RowSampler, caption_seed, row_generators
 from .scoring import Caption
 from .translation import translate
 
@@ -36,13 +38,13 @@ def describe(
     clip_pixels: np.ndarray | None = None,
     source_captions: Sequence[str | None] | None = None,
     num_candidates: int = 1,
-    seed: int | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[dict[str, Caption]]:
     """Every caption the batch asks for: native languages first, then translations of the source caption,
     then CLIP scores. ``source_captions[i]`` is image i's stored source caption when this run does not write it.
     """
     native = [[lang for lang in langs if lang not in models.translators] for langs in requests]
-    results = caption(models.captioner, pixels, native, generation, seed=seed, num_candidates=num_candidates,
+    results = caption(models.captioner, pixels, native, generation, seeds=seeds, num_candidates=num_candidates,
                       scorer=models.scorer, clip_pixels=clip_pixels)
     for lang, translator in models.translators.items():
         rows = [i for i, langs in enumerate(requests) if lang in langs]
@@ -68,7 +70,7 @@ def caption(
     pixels: np.ndarray,
     requests: Sequence[Sequence[str]],
     generation: GenerationConfig,
-    seed: int | None = None,
+    seeds: Sequence[int] | None = None,
     num_candidates: int = 1,
     scorer: Scorer | None = None,
     clip_pixels: np.ndarray | None = None,
@@ -77,6 +79,7 @@ def caption(
 
     With ``num_candidates`` > 1, that many captions are generated per image and language (beam search,
     or sampling when sampling is on) and the one with the best CLIP score under ``scorer`` is kept.
+    Sampling draws image i's captions from ``seeds[i]`` (and the language), whatever else is in the batch.
     """
     results: list[dict[str, Caption]] = [{} for _ in requests]
     rows_by_lang = {lang: [i for i, langs in enumerate(requests) if lang in langs]
@@ -86,10 +89,10 @@ def caption(
     x = pixel_values(pixels, captioner.info.image, captioner.device, captioner.dtype)  # (B, 3, H, W)
     encoded = captioner.info.family.encode(captioner.model, x)  # (B, ...): once per image, whatever the languages
     for lang, rows in rows_by_lang.items():
-        if seed is not None:
-            torch.manual_seed(seed)
         index = torch.tensor(rows, device=encoded.device)
-        texts = _generate(captioner, encoded.index_select(0, index), lang, generation, num_candidates)  # (len(rows) * n)
+        row_seeds = [caption_seed(lang, seeds[i] if seeds is not None else generation.seed) for i in rows]
+        texts = _generate(captioner, encoded.index_select(0, index), lang, generation, num_candidates,
+                          row_seeds)  # (len(rows) * n)
         if num_candidates > 1:
             texts = scoring.best_of(scorer, clip_pixels[rows], texts, num_candidates)
         for i, text in zip(rows, texts):
@@ -97,23 +100,34 @@ def caption(
     return results
 
 
-def _search(generation: GenerationConfig, num_candidates: int) -> dict:
-    """generate() settings: greedy, beam or sampling, returning ``num_candidates`` sequences per input."""
-    settings = {"max_new_tokens": generation.max_new_tokens, "num_return_sequences": num_candidates}
-    if generation.do_sample:
-        # top_k=0: nucleus sampling as documented, without transformers' default top-50 cut
-        settings.update(do_sample=True, temperature=generation.temperature or 1.0, top_p=generation.top_p or 1.0,
-                        top_k=0, num_beams=generation.num_beams)
-    else:
-        settings["num_beams"] = max(generation.num_beams, num_candidates)
-    return settings
+def _search(generation: GenerationConfig, num_candidates: int, seeds: Sequence[int],
+            device: torch.device) -> tuple[dict, int]:
+    """generate() settings for greedy, beam or sampling, and how many times to repeat each input first.
+
+    Sampling without beams runs as greedy over a ``RowSampler`` that draws each caption from its own seed,
+    candidates as repeated inputs; sampled beam search is transformers' own, seeded by the batch's first image.
+    """
+    settings = {"max_new_tokens": generation.max_new_tokens}
+    if not generation.do_sample:
+        return {**settings, "num_beams": max(generation.num_beams, num_candidates),
+                "num_return_sequences": num_candidates}, 1
+    temperature, top_p = generation.temperature or 1.0, generation.top_p or 1.0
+    if generation.num_beams == 1:
+        generators = row_generators(seeds, num_candidates, device)
+        return {**settings, "num_beams": 1, "do_sample": False,
+                "logits_processor": LogitsProcessorList([RowSampler(generators, temperature, top_p)])}, num_candidates
+    torch.manual_seed(seeds[0])
+    # top_k=0: nucleus sampling as documented, without transformers' default top-50 cut
+    return {**settings, "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0,
+            "num_beams": generation.num_beams, "num_return_sequences": num_candidates}, 1
 
 
 def _generate(captioner: Captioner, encoded: torch.Tensor, lang: str, generation: GenerationConfig,
-              num_candidates: int = 1) -> list[Caption]:
+              num_candidates: int, seeds: Sequence[int]) -> list[Caption]:
     family, model = captioner.info.family, captioner.model
+    search, repeat = _search(generation, num_candidates, seeds, captioner.device)
+    encoded = encoded.repeat_interleave(repeat, dim=0)
     prompt = torch.tensor([captioner.info.languages[lang]] * encoded.shape[0], device=captioner.device)  # (B, P)
-    search = _search(generation, num_candidates)
     stepwise = search["num_beams"] == 1  # each step's logits belong to the sequence it extends
     out = family.generate(model, encoded, prompt, return_dict_in_generate=True, output_logits=stepwise, **search)
     sequences = out.sequences  # (B * n, P + T)

@@ -177,7 +177,7 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
         for counts in ds.iter_rows():
             if not summary.images:
                 summary.startup_s = time.monotonic() - started
-            for key in ("images", "captioned", "failed", "captions"):
+            for key in ("images", "captioned", "failed", "captions", "empty_captions"):
                 setattr(summary, key, getattr(summary, key) + int(counts[key]))
             progress.update(summary.images)
             _check_error_rate(config, summary)

@@ -7,7 +7,6 @@ so one bad image never fails a batch.
 import logging
 import random
 import time
-import zlib
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +19,7 @@ from ..media import sandbox
 from ..media.image import DecodeFailure
 from ..models import generate, loading
 from ..models.preprocess import ImageSpec
+from ..models.sampling import caption_seed
 from ..models.scoring import Caption
 from ..store import fs as storage
 from ..store import writer
@@ -125,8 +125,7 @@ class CaptionActor:
         self.fingerprints = fingerprints(config)
         log.info("loaded %s on %s (%s)", config.model.name, self.models.captioner.device, self.models.captioner.dtype)
 
-    def _describe(self, batch: dict[str, np.ndarray], rows: np.ndarray,
-                  seed: int | None) -> list[dict[str, Caption]]:
+    def _describe(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> list[dict[str, Caption]]:
         return generate.describe(
             self.models,
             batch[schema.PIXELS][rows],
@@ -135,7 +134,7 @@ class CaptionActor:
             clip_pixels=batch[schema.CLIP_PIXELS][rows] if schema.CLIP_PIXELS in batch else None,
             source_captions=list(batch[schema.SOURCE_CAPTION][rows]) if schema.SOURCE_CAPTION in batch else None,
             num_candidates=self.config.num_candidates,
-            seed=seed,
+            seeds=[caption_seed(str(uri), self.config.generation.seed) for uri in batch[schema.URI][rows]],
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -143,19 +142,15 @@ class CaptionActor:
         error_type = np.array([e if isinstance(e, str) else None for e in batch[schema.ERROR_TYPE]], dtype=object)
         error = np.array([e if isinstance(e, str) else None for e in batch[schema.ERROR]], dtype=object)
         ok = np.array([e is None for e in error_type], dtype=bool)
-        generation = self.config.generation
-        seed = None
-        if generation.do_sample:  # same images, same seed: sampled captions are reproducible
-            seed = zlib.crc32("\n".join(batch[schema.URI][ok]).encode(), generation.seed)
         rows_ok = np.flatnonzero(ok)
         try:
-            captions = self._describe(batch, rows_ok, seed)
+            captions = self._describe(batch, rows_ok)
         except Exception as exc:  # a batch that cannot be captioned is retried image by image
             log.warning("captioning a batch of %d failed (%s); retrying image by image", len(rows_ok), exc)
             captions = []
             for i in rows_ok:
                 try:
-                    captions += self._describe(batch, np.array([i]), seed)
+                    captions += self._describe(batch, np.array([i]))
                 except Exception as single:
                     ok[i] = False
                     error_type[i], error[i] = "caption_error", f"{type(single).__name__}: {single}"

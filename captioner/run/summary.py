@@ -25,6 +25,7 @@ class RunSummary:
     captioned: int = 0
     failed: int = 0
     captions: int = 0  # rows written to captions/ (images x languages)
+    empty_captions: int = 0  # caption rows whose text is empty: the model ended its caption at once
     elapsed_s: float = 0.0
     startup_s: float = 0.0  # until the first shard was committed: listing, planning, model loading, first batches
     status: str = "running"
@@ -106,6 +107,7 @@ def format_summary(summary: RunSummary) -> str:
         f"  captioned       {summary.captioned}",
         f"  failed          {summary.failed}   (see errors/)",
         f"  caption rows    {summary.captions}",
+        f"  empty captions  {summary.empty_captions}   (rows with caption = '')",
         f"  elapsed         {summary.elapsed_s:.1f} s ({summary.images_per_s:.1f} images/s; "
         f"first shard committed after {summary.startup_s:.1f} s)",
         f"  output          {summary.output.rstrip('/')}/captions/  (Parquet, partitioned by lang)",

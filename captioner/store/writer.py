@@ -62,6 +62,8 @@ def write_shard(images: pa.Table, output: str, options: dict | None = None) -> d
         "captioned": images.num_rows - errors.num_rows,
         "failed": errors.num_rows,
         "captions": captions.num_rows,
+        # the model ended at once: kept as rows (caption = ''), counted so a run says how many
+        "empty_captions": int(pc.sum(pc.equal(captions[schema.CAPTION], "")).as_py() or 0),
     }
     kinds = collections.Counter(errors[schema.ERROR_TYPE].to_pylist())
     fingerprints = dict(zip(captions[schema.LANG].to_pylist(), captions[schema.FINGERPRINT].to_pylist()))

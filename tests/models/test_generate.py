@@ -45,11 +45,21 @@ def test_beam_search_and_seeded_sampling(captioner, pixels):
     beams = generate.caption(captioner, pixels, [["en"]] * 4, GenerationConfig(max_new_tokens=5, num_beams=3))
     assert all(r["en"].text for r in beams)
     sampling = GenerationConfig(max_new_tokens=6, temperature=1.5, top_p=0.95)
-    first = generate.caption(captioner, pixels, [["en"]] * 4, sampling, seed=7)
-    again = generate.caption(captioner, pixels, [["en"]] * 4, sampling, seed=7)
-    other = generate.caption(captioner, pixels, [["en"]] * 4, sampling, seed=8)
+    first = generate.caption(captioner, pixels, [["en"]] * 4, sampling, seeds=[7, 8, 9, 10])
+    again = generate.caption(captioner, pixels, [["en"]] * 4, sampling, seeds=[7, 8, 9, 10])
+    other = generate.caption(captioner, pixels, [["en"]] * 4, sampling, seeds=[17, 18, 19, 20])
     assert first == again
     assert first != other
+
+
+def test_a_sampled_caption_depends_on_its_image_and_seed_not_on_its_batch(captioner, pixels):
+    """The same image with the same seed, alone or with companions, resumed or retried: the same caption."""
+    sampling = GenerationConfig(max_new_tokens=8, temperature=1.5, top_p=0.9)
+    batch = generate.caption(captioner, pixels, [["en"]] * 4, sampling, seeds=[1, 2, 3, 4])
+    alone = generate.caption(captioner, pixels[2:3], [["en"]], sampling, seeds=[3])
+    shuffled = generate.caption(captioner, pixels[[3, 2]], [["en"]] * 2, sampling, seeds=[4, 3])
+    assert batch[2] == alone[0] == shuffled[1] and batch[3] == shuffled[0]
+    assert len({r["en"].text for r in batch}) > 1  # four seeds, four draws
 
 
 def test_empty_batch(captioner):

@@ -137,3 +137,10 @@ def test_object_keys_cannot_escape_the_model_copy(tiny_model, s3, s3_server, tmp
         model.local_path(config, {"endpoint_url": s3_server})
     assert not list(tmp_path.rglob("escaped.txt"))
     assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_dtype_is_a_setting(tiny_model):
+    assert model.load(ModelConfig(name=str(tiny_model))).dtype == torch.float32  # auto on CPU
+    loaded = model.load(ModelConfig(name=str(tiny_model), dtype="bf16"))
+    assert loaded.dtype == torch.bfloat16 and next(loaded.model.parameters()).dtype == torch.bfloat16
+    assert model.torch_dtype("fp16", torch.device("cpu")) == torch.float16

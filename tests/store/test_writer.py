@@ -15,7 +15,7 @@ def test_shard_names_depend_on_the_run_and_the_images():
 
 def test_shard_splits_languages_and_errors_then_commits(tmp_path):
     counts = writer.write_shard(image_results(["a", "b", "c"], failed={"c": "empty"}), str(tmp_path))
-    assert counts == {"images": 3, "captioned": 2, "failed": 1, "captions": 4}
+    assert counts == {"images": 3, "captioned": 2, "failed": 1, "captions": 4, "empty_captions": 0}
     captions = pads.dataset(tmp_path / "captions", format="parquet", partitioning="hive").to_table()
     assert sorted(zip(captions["uri"].to_pylist(), captions["lang"].to_pylist())) == [
         ("a", "en"), ("a", "fr"), ("b", "en"), ("b", "fr")
@@ -51,3 +51,11 @@ def test_shard_names_are_hashes_that_no_uri_can_collide():
     hostile = ["s3://b/../../etc/passwd", "/abs/x.jpg", "s3://b/a\ns3://b/c", "ü" * 300]
     assert all(re.fullmatch(r"part-[0-9a-f]{24}\.parquet", shard_name("r", [u])) for u in hostile)
     assert shard_name("r", ["s3://b/a\ns3://b/c"]) != shard_name("r", ["s3://b/a", "s3://b/c"])
+
+
+def test_empty_captions_are_kept_as_rows_and_counted(tmp_path):
+    """A model that ends a caption at once wrote something: a row with caption '', counted for the summary."""
+    counts = writer.write_shard(image_results(["a", "b"], empty={"b"}), str(tmp_path))
+    assert (counts["captions"], counts["empty_captions"]) == (4, 2)
+    captions = pads.dataset(tmp_path / "captions", format="parquet", partitioning="hive").to_table()
+    assert sorted(r["uri"] for r in captions.to_pylist() if r["caption"] == "") == ["b", "b"]
