@@ -28,7 +28,7 @@ def _bert_tokenizer():
                                    sep_token="[SEP]", mask_token="[MASK]", bos_token="[DEC]")
 
 
-def _clip_processor(short_side: int = 37):
+def clip_processor(short_side: int = 37):
     """Short side to 37 px, then a 32 px centre crop, bicubic: the resize rule of CLIP, GIT and VideoMAE."""
     from transformers import CLIPImageProcessorPil
 
@@ -46,7 +46,7 @@ def build_tiny_git(path: Path) -> Path:
                        pad_token_id=tokenizer.pad_token_id, **SMALL)
     GitForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
-    _clip_processor().save_pretrained(path)
+    clip_processor().save_pretrained(path)
     return path
 
 
@@ -91,7 +91,7 @@ def build_tiny_clip_mbart(path: Path) -> Path:
         model.decoder.lm_head.weight[len(pieces) + 1:] = 0.0
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    _clip_processor(short_side=33).save_pretrained(path)
+    clip_processor(short_side=33).save_pretrained(path)
     return path
 
 

@@ -14,7 +14,7 @@ FLOORS = {
     "media": {"config"},
     "models": {"config", "schema", "media", "store"},
     "run": {"config", "schema", "fingerprint", "store", "media", "models"},
-    "train": {"config", "store"},
+    "train": {"config", "store", "media", "models"},
     "query": {"config", "schema", "store"},
     "export": set(),
     "report": {"config", "schema", "store", "query"},

@@ -20,8 +20,10 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     BaseImageProcessor,
+    CLIPVisionModel,
     GPT2Config,
     GPT2LMHeadModel,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
     ViTConfig,
     ViTImageProcessorPil,
@@ -29,14 +31,16 @@ from transformers import (
     VisionEncoderDecoderModel,
 )
 
+from ..models.family import code_languages
 from .checkpoints import latest_checkpoint
 from .config import SPECIAL_TOKENS, TrainConfig, language_token
 from .data import read_rows
 
 logger = logging.getLogger(__name__)
 
-# Parameter-name parts of what a VisionEncoderDecoderModel adds to a GPT-2 decoder: new in stage 1.
-CROSS_ATTENTION_PARTS = ("crossattention", "ln_cross_attn", "enc_to_dec_proj")
+# Parameter-name parts of what a VisionEncoderDecoderModel adds to a decoder (GPT-2 and BERT-style, mBART) and
+# the projection between encoder and decoder widths: new in stage 1.
+CROSS_ATTENTION_PARTS = ("crossattention", "ln_cross_attn", "encoder_attn", "enc_to_dec_proj")
 STAGE_NAMES = ("cross-attention", "cross-attention + decoder", "everything")
 
 
@@ -99,7 +103,12 @@ def prepare_output(config: TrainConfig) -> tuple[PreTrainedTokenizerFast, BaseIm
             processor = fresh_image_processor(config.image_size)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if add_languages(tokenizer, languages):
+    codes = code_languages(tokenizer)
+    if codes:  # a decoder with mBART-50 language codes learns to write each language after its own code
+        missing = sorted(set(languages) - set(codes))
+        if missing:
+            raise ValueError(f"the decoder's tokenizer has no language code for {', '.join(missing)}")
+    elif add_languages(tokenizer, languages):
         logger.info("added language tokens; the tokenizer now has %d tokens", len(tokenizer))
     os.makedirs(config.output_dir, exist_ok=True)
     tokenizer.save_pretrained(config.output_dir)
@@ -113,6 +122,13 @@ def _encoder_image_processor(encoder: str) -> BaseImageProcessor:
         return AutoImageProcessor.from_pretrained(encoder)
     except OSError:
         return fresh_image_processor(AutoModel.from_pretrained(encoder, use_safetensors=True).config.image_size)
+
+
+def pretrained_encoder(name: str) -> PreTrainedModel:
+    """A pretrained vision encoder: a ViT, DeiT, Swin... as it is, or the vision tower of a whole CLIP model."""
+    if AutoConfig.from_pretrained(name).model_type == "clip":
+        return CLIPVisionModel.from_pretrained(name, use_safetensors=True)
+    return AutoModel.from_pretrained(name, use_safetensors=True)
 
 
 def fresh_encoder(config: TrainConfig) -> ViTModel:
@@ -134,7 +150,7 @@ def build_model(config: TrainConfig, tokenizer: PreTrainedTokenizerFast) -> Visi
         model = VisionEncoderDecoderModel.from_pretrained(config.init_model, use_safetensors=True)
     else:
         if config.encoder:
-            encoder = AutoModel.from_pretrained(config.encoder, use_safetensors=True)
+            encoder = pretrained_encoder(config.encoder)
         else:
             encoder = fresh_encoder(config)
         if config.decoder:
@@ -152,7 +168,9 @@ def build_model(config: TrainConfig, tokenizer: PreTrainedTokenizerFast) -> Visi
         model = VisionEncoderDecoderModel(encoder=encoder, decoder=decoder)
     if model.decoder.get_input_embeddings().num_embeddings < len(tokenizer):
         model.decoder.resize_token_embeddings(len(tokenizer))
-    ids = {"decoder_start_token_id": tokenizer.bos_token_id, "bos_token_id": tokenizer.bos_token_id,
+    # mBART-50's own way: end-of-sentence starts the decoder, the language code comes next (the first label)
+    start = tokenizer.eos_token_id if code_languages(tokenizer) else tokenizer.bos_token_id
+    ids = {"decoder_start_token_id": start, "bos_token_id": tokenizer.bos_token_id,
            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     for name, value in ids.items():
         setattr(model.config, name, value)

@@ -7,21 +7,21 @@ held-out split hashes the image bytes so it is the same on every worker and in e
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 from transformers import BaseImageProcessor, PreTrainedTokenizerFast
 
-from ..config import DEFAULT_FORMATS
+from ..config import DEFAULT_FORMATS, DecodeConfig
+from ..media.image import DecodeFailure, Resize, decode
+from ..models.family import code_languages, token_languages
 from ..store import fs as storage
-from .config import language_token
+
+MAX_PIXELS = DecodeConfig.max_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -55,27 +55,18 @@ def _held_out(image: bytes, fraction: float) -> bool:
     return int.from_bytes(hashlib.blake2b(image, digest_size=8).digest(), "big") / 2**64 < fraction
 
 
-def decode_image(data: bytes, image_size: int, resample: int) -> Image.Image:
-    """RGB at the model input size, decoded as the captioning pipeline does (JPEGs at a reduced DCT scale)."""
-    with Image.open(io.BytesIO(data), formats=list(DEFAULT_FORMATS)) as image:  # never EPS and the like
-        image.draft("RGB", (image_size, image_size))
-        return image.convert("RGB").resize((image_size, image_size), resample)
-
-
-def load_examples(
-    url: str, image_size: int, resample: int, val_fraction: float, options: dict | None = None
-) -> Examples:
-    """Read and decode all rows; rows whose image does not decode are skipped with a warning."""
+def load_examples(url: str, resize: Resize, val_fraction: float, options: dict | None = None) -> Examples:
+    """Read all rows and decode each image as the captioning job does (the same code, the processor's resize
+    rule); rows whose image does not decode are skipped with a warning."""
     table = read_rows(url, options=options)
     pixels, captions, langs, val = [], [], [], []
     failed = 0
     for image, text, lang in zip(*(table.column(c).to_pylist() for c in ("image", "caption", "lang"))):
-        try:
-            rgb = decode_image(image, image_size, resample)
-        except (OSError, ValueError):
+        decoded = decode(image, [resize], formats=DEFAULT_FORMATS, max_pixels=MAX_PIXELS)
+        if isinstance(decoded, DecodeFailure):
             failed += 1
             continue
-        pixels.append(torch.from_numpy(np.array(rgb)).permute(2, 0, 1))  # (3, H, W)
+        pixels.append(torch.from_numpy(decoded.pixels[0].copy()).permute(2, 0, 1))  # (3, H, W)
         captions.append(text)
         langs.append(lang)
         val.append(_held_out(image, val_fraction))
@@ -84,6 +75,12 @@ def load_examples(
     if not pixels:
         raise ValueError(f"no decodable images in {url}")
     return Examples(torch.stack(pixels), captions, langs, torch.tensor(val))
+
+
+def language_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The token that picks each language, as the captioning job finds it: our ``<|xx|>`` tokens, or else the
+    decoder's mBART-50 language codes (ISO ``de`` is ``de_DE``)."""
+    return token_languages(tokenizer) or code_languages(tokenizer)
 
 
 class Batcher:
@@ -98,10 +95,9 @@ class Batcher:
         self.std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
         self.rescale = processor.rescale_factor if processor.do_rescale else 1.0
         encoded = tokenizer(examples.captions, add_special_tokens=False).input_ids
-        self.labels = [
-            [tokenizer.convert_tokens_to_ids(language_token(lang)), *ids[:max_tokens], tokenizer.eos_token_id]
-            for lang, ids in zip(examples.langs, encoded)
-        ]
+        language = language_ids(tokenizer)
+        self.labels = [[language[lang], *ids[:max_tokens], tokenizer.eos_token_id]
+                       for lang, ids in zip(examples.langs, encoded)]
 
     def pixels(self, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         """(B, 3, H, W) float pixels of `rows`, normalised as the image processor would."""
@@ -117,9 +113,9 @@ class Batcher:
         mask = torch.cat([torch.ones_like(labels[:, :1]), (labels[:, :-1] != -100).long()], dim=1)
         return labels, mask
 
-    def prompts(self, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """(B, 2) decoder prompts [bos, <|lang|>] that pick each row's language at generation."""
-        return torch.tensor([[self.tokenizer.bos_token_id, self.labels[i][0]] for i in rows.tolist()], device=device)
+    def prompts(self, rows: torch.Tensor, start: int, device: torch.device) -> torch.Tensor:
+        """(B, 2) decoder prompts [start, language token] that pick each row's language at generation."""
+        return torch.tensor([[start, self.labels[i][0]] for i in rows.tolist()], device=device)
 
 
 def epoch_batches(

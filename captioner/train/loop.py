@@ -27,6 +27,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoder
 from .build import STAGE_NAMES, build_model, prepare_output, set_stage
 from .checkpoints import latest_checkpoint, restore_checkpoint, save_checkpoint
 from .config import TrainConfig
+from ..models.preprocess import image_spec
 from .data import Batcher, epoch_batches, load_examples
 from .metrics import bleu
 from .optim import adamw, autocast, autocast_dtype, grad_scaler, lr_schedule, update
@@ -89,12 +90,12 @@ def evaluate(
         loss_sum += F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum").item()
         tokens += (labels != -100).sum().item()
     pairs = []  # (hypothesis, reference)
+    start = model.config.decoder_start_token_id
     for batch in bleu_rows[rank::world].split(batch_size):
         with autocast(device, dtype):
-            generated = model.generate(
-                pixel_values=batcher.pixels(batch, device), decoder_input_ids=batcher.prompts(batch, device),
-                do_sample=False, num_beams=1,
-            )
+            generated = model.generate(pixel_values=batcher.pixels(batch, device),
+                                       decoder_input_ids=batcher.prompts(batch, start, device),
+                                       do_sample=False, num_beams=1)
         hypotheses = batcher.tokenizer.batch_decode(generated, skip_special_tokens=True)
         pairs += [(text.strip(), batcher.examples.captions[row]) for text, row in zip(hypotheses, batch.tolist())]
     loss_sum, tokens = _all_reduce_sum([loss_sum, tokens], device)
@@ -124,10 +125,8 @@ def run_training(
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.output_dir)
     processor = AutoImageProcessor.from_pretrained(config.output_dir)
-    image_size = processor.size["height"]
-    examples = load_examples(
-        config.data, image_size, processor.resample, config.val_fraction, config.storage.options(config.data)
-    )
+    examples = load_examples(config.data, image_spec(processor).resize, config.val_fraction,
+                             config.storage.options(config.data))
     batcher = Batcher(examples, tokenizer, processor, config.max_caption_tokens)
     train_rows, val_rows = (~examples.val).nonzero().squeeze(1), examples.val.nonzero().squeeze(1)
     if len(val_rows) == 0 or len(train_rows) < config.batch_size * world:

@@ -17,6 +17,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from .build import fresh_encoder
 from .checkpoints import latest_checkpoint
 from .config import TrainConfig
+from ..models.preprocess import image_spec
 from .data import Batcher, epoch_batches, load_examples
 from .grammar import named
 from .optim import adamw, autocast, autocast_dtype, grad_scaler, lr_schedule, update
@@ -44,10 +45,8 @@ def pretrain_encoder(config: TrainConfig, device: torch.device | None = None) ->
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     processor = AutoImageProcessor.from_pretrained(config.output_dir)
-    examples = load_examples(
-        config.data, processor.size["height"], processor.resample, config.val_fraction,
-        config.storage.options(config.data),
-    )
+    examples = load_examples(config.data, image_spec(processor).resize, config.val_fraction,
+                             config.storage.options(config.data))
     concepts = [*COLOURS, *SHAPES]
     targets = torch.zeros(len(examples.captions), len(concepts))  # (n, C) multi-hot
     for i, (text, lang) in enumerate(zip(examples.captions, examples.langs)):

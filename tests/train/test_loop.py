@@ -97,3 +97,39 @@ def test_shipped_demo_model_captions_a_red_circle_in_every_language():
                                    do_sample=False, num_beams=1)
     captions = [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
     assert captions == ["a red circle", "un cercle rouge", "ein roter Kreis", "un círculo rojo"]
+
+
+def test_a_clip_vision_encoder_and_an_mbart50_decoder_train_into_a_captioner(data, tmp_path):
+    """The seed architecture of CLIP-Vision-mBART50: both parts pretrained (here: tiny and random), joined by
+    fresh cross-attention and a projection between their widths, languages chosen by mBART-50's codes."""
+    from safetensors.torch import load_file
+    from transformers import CLIPVisionConfig, CLIPVisionModel, MBart50Tokenizer, MBartConfig, MBartForCausalLM
+
+    from captioner.config import GenerationConfig, ModelConfig
+    from captioner.models import generate, loading
+    from conftest import WORDS, decode_at, jpeg_bytes
+    from families import VISION, clip_processor
+
+    encoder, decoder = tmp_path / "clip", tmp_path / "mbart50"
+    CLIPVisionModel(CLIPVisionConfig(**VISION)).save_pretrained(encoder)
+    clip_processor().save_pretrained(encoder)
+    tokenizer = MBart50Tokenizer(vocab=[("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0)]
+                                 + [(f"\u2581{w}", -1.0) for w in WORDS])
+    MBartForCausalLM(MBartConfig(vocab_size=len(tokenizer), d_model=24, decoder_layers=1, decoder_attention_heads=2,
+                                 decoder_ffn_dim=37, max_position_embeddings=64)).save_pretrained(decoder)
+    tokenizer.save_pretrained(decoder)
+
+    output = tmp_path / "captioner"
+    metrics = train(tiny_config(data, output, encoder=str(encoder), decoder=str(decoder), stage_epochs=(1, 0, 0)))
+    assert math.isfinite(metrics["val_loss"])
+    trained = load_file(str(output / "model.safetensors"))
+    assert "enc_to_dec_proj.weight" in trained  # 32-wide encoder, 24-wide decoder
+    before = load_file(str(decoder / "model.safetensors"))
+    self_attention = next(k for k in before if "self_attn.k_proj.weight" in k)
+    assert torch.equal(trained["decoder." + self_attention], before[self_attention])  # stage 1: decoder frozen
+
+    captioner = loading.load(ModelConfig(name=str(output)))
+    assert captioner.info.languages["fr"] == (tokenizer.eos_token_id, tokenizer.lang_code_to_id["fr_XX"])
+    pixels = decode_at(jpeg_bytes(3, size=(40, 40)), captioner.info.image.resize)[None]
+    out = generate.caption(captioner, pixels, [["en", "fr"]], GenerationConfig(max_new_tokens=4))
+    assert sorted(out[0]) == ["en", "fr"]

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from captioner.media.image import Resize
 from captioner.train.config import TrainConfig
 from captioner.train.data import load_examples
 from captioner.train.synth import write_parquet
@@ -21,7 +22,7 @@ def tiny_config(data: Path, output: Path, **overrides) -> TrainConfig:
 
 def steps_per_epoch(config: TrainConfig, workers: int) -> int:
     """Each worker takes whole batches of an equal share of the training rows."""
-    examples = load_examples(config.data, config.image_size, 2, config.val_fraction)
+    examples = load_examples(config.data, Resize(config.image_size, config.image_size), config.val_fraction)
     return int((~examples.val).sum()) // workers // config.batch_size
 
 
