@@ -99,7 +99,7 @@ def test_shipped_demo_model_captions_a_red_circle_in_every_language():
     assert captions == ["a red circle", "un cercle rouge", "ein roter Kreis", "un círculo rojo"]
 
 
-def test_a_clip_vision_encoder_and_an_mbart50_decoder_train_into_a_captioner(data, tmp_path):
+def test_a_clip_vision_encoder_and_an_mbart50_decoder_train_into_a_captioner(data, tmp_path):  # noqa: F811
     """The seed architecture of CLIP-Vision-mBART50: both parts pretrained (here: tiny and random), joined by
     fresh cross-attention and a projection between their widths, languages chosen by mBART-50's codes."""
     from safetensors.torch import load_file
