@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from conftest import WORDS, build_tiny_model
+from conftest import SENTENCES, WORDS, build_tiny_model
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
 CLIP_MEAN, CLIP_STD = [0.4815, 0.4578, 0.4082], [0.2686, 0.2613, 0.2758]
@@ -34,6 +34,26 @@ def clip_processor(short_side: int = 37):
 
     return CLIPImageProcessorPil(size={"shortest_edge": short_side}, crop_size={"height": 32, "width": 32},
                                  resample=Image.Resampling.BICUBIC, image_mean=CLIP_MEAN, image_std=CLIP_STD)
+
+
+def mbart50_tokenizer():
+    """An mBART-50 tokenizer over a SentencePiece-style unigram vocabulary trained here on a few sentences; its
+    52 language codes and <mask> follow the pieces, as in facebook/mbart-large-50."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import MBart50Tokenizer
+
+    unigram = Tokenizer(models.Unigram())
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    unigram.train_from_iterator(SENTENCES * 5 + [" ".join(WORDS)], trainers.UnigramTrainer(
+        vocab_size=80, special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>", show_progress=False))
+    return MBart50Tokenizer(vocab=[tuple(piece) for piece in json.loads(unigram.to_str())["model"]["vocab"]])
+
+
+def first_code_id(tokenizer) -> int:
+    """Where the language codes start: ids from there on are codes and <mask>, never words."""
+    return min(tokenizer.lang_code_to_id.values())
 
 
 def build_tiny_git(path: Path) -> Path:
@@ -69,12 +89,9 @@ def build_tiny_clip_mbart(path: Path) -> Path:
     """A CLIP vision encoder feeding an mBART-50 decoder of another width (so a projection joins them), with an
     mBART-50 tokenizer whose unigram vocabulary is made here, started from the language code as the original
     CLIP-Vision-mBART50 was trained."""
-    from transformers import (CLIPVisionConfig, MBart50Tokenizer, MBartConfig, VisionEncoderDecoderConfig,
-                              VisionEncoderDecoderModel)
+    from transformers import CLIPVisionConfig, MBartConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
 
-    pieces = [("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0)] + [(f"\u2581{w}", -float(i % 7 + 1))
-                                                              for i, w in enumerate(WORDS)]
-    tokenizer = MBart50Tokenizer(vocab=pieces)
+    tokenizer = mbart50_tokenizer()
     start = tokenizer.lang_code_to_id["en_XX"]
     torch.manual_seed(13)
     decoder = MBartConfig(vocab_size=len(tokenizer), d_model=24, decoder_layers=1, decoder_attention_heads=2,
@@ -88,7 +105,7 @@ def build_tiny_clip_mbart(path: Path) -> Path:
     model = VisionEncoderDecoderModel(config)
     model.generation_config.decoder_start_token_id = start
     with torch.no_grad():  # keep random captions to words: the language codes and <mask> never win
-        model.decoder.lm_head.weight[len(pieces) + 1:] = 0.0
+        model.decoder.lm_head.weight[first_code_id(tokenizer):] = 0.0
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     clip_processor(short_side=33).save_pretrained(path)

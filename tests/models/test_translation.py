@@ -5,17 +5,16 @@ import torch
 from captioner.config import GenerationConfig, ModelConfig
 from captioner.models import loading, translation
 from captioner.models.loading import ModelError
-from conftest import WORDS
+from families import first_code_id, mbart50_tokenizer
 
 
 @pytest.fixture(scope="module")
 def mbart50_m2m(tmp_path_factory):
-    """A random mBART-50 many-to-many translator with an mBART-50 tokenizer whose vocabulary is made here."""
-    from transformers import MBart50Tokenizer, MBartConfig, MBartForConditionalGeneration
+    """A random mBART-50 many-to-many translator with an mBART-50 tokenizer trained here."""
+    from transformers import MBartConfig, MBartForConditionalGeneration
 
     path = tmp_path_factory.mktemp("mbart50-m2m")
-    pieces = [("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0)] + [(f"\u2581{w}", -1.0) for w in WORDS]
-    tokenizer = MBart50Tokenizer(vocab=pieces)
+    tokenizer = mbart50_tokenizer()
     torch.manual_seed(5)
     model = MBartForConditionalGeneration(MBartConfig(
         vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
@@ -23,7 +22,7 @@ def mbart50_m2m(tmp_path_factory):
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=2,
         forced_eos_token_id=2))
     with torch.no_grad():  # translations of words, not of language codes
-        model.final_logits_bias[0, len(pieces) + 1:] = -10.0
+        model.final_logits_bias[0, first_code_id(tokenizer):] = -10.0
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -103,18 +103,17 @@ def test_a_clip_vision_encoder_and_an_mbart50_decoder_train_into_a_captioner(dat
     """The seed architecture of CLIP-Vision-mBART50: both parts pretrained (here: tiny and random), joined by
     fresh cross-attention and a projection between their widths, languages chosen by mBART-50's codes."""
     from safetensors.torch import load_file
-    from transformers import CLIPVisionConfig, CLIPVisionModel, MBart50Tokenizer, MBartConfig, MBartForCausalLM
+    from transformers import CLIPVisionConfig, CLIPVisionModel, MBartConfig, MBartForCausalLM
 
     from captioner.config import GenerationConfig, ModelConfig
     from captioner.models import generate, loading
-    from conftest import WORDS, decode_at, jpeg_bytes
-    from families import VISION, clip_processor
+    from conftest import decode_at, jpeg_bytes
+    from families import VISION, clip_processor, mbart50_tokenizer
 
     encoder, decoder = tmp_path / "clip", tmp_path / "mbart50"
     CLIPVisionModel(CLIPVisionConfig(**VISION)).save_pretrained(encoder)
     clip_processor().save_pretrained(encoder)
-    tokenizer = MBart50Tokenizer(vocab=[("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0)]
-                                 + [(f"\u2581{w}", -1.0) for w in WORDS])
+    tokenizer = mbart50_tokenizer()
     MBartForCausalLM(MBartConfig(vocab_size=len(tokenizer), d_model=24, decoder_layers=1, decoder_attention_heads=2,
                                  decoder_ffn_dim=37, max_position_embeddings=64)).save_pretrained(decoder)
     tokenizer.save_pretrained(decoder)
