@@ -58,7 +58,7 @@ from captioner import schema
 from captioner.media import image as images
 from captioner.media import sandbox
 from captioner.models import loading as model
-from captioner.run import stages
+from captioner.run import reading, stages
 from captioner.run.resources import resolve
 from captioner.config import (DEMO_MODEL, DecodeConfig, GenerationConfig, InputConfig, ModelConfig, ResourceConfig,
                               RunConfig)
@@ -144,7 +144,8 @@ def decoded_batches(paths: list[Path], config: RunConfig, batch_size: int) -> li
             schema.ETAG: np.array(["bench"] * len(paths), dtype=object),
             schema.LANGS: np.array([",".join(config.languages)] * len(paths), dtype=object),
             schema.ATTEMPT: np.zeros(len(paths), dtype=np.int32)}
-    decoded = stages.read_and_decode(rows, {schema.PIXELS: spec.image}, config.storage, config.decode)
+    decoded = reading.read_and_decode(rows, {schema.PIXELS: spec.image}, config.storage, config.decode, config.video,
+                                      config.source_language)
     return [{k: v[i:i + batch_size] for k, v in decoded.items()} for i in range(0, len(paths), batch_size)]
 
 

@@ -1,11 +1,12 @@
 """Frozen settings, one dataclass per concern, validated before any work starts."""
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+DEFAULT_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
 DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 MODES = ("resume", "append", "overwrite")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
@@ -123,6 +124,19 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True)
+class VideoConfig:
+    """How videos become segments to caption."""
+
+    segment_s: float = 10.0  # seconds per segment; each segment gets one caption per language
+    max_video_s: float = 4 * 3600.0  # longer videos are one error row (too_long), never decoded
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS  # files read as videos; every other file is an image
+
+    def validate(self) -> None:
+        if self.segment_s <= 0 or self.max_video_s <= 0:
+            raise ConfigError("--segment-s and --max-video-s must be more than 0 seconds")
+
+
+@dataclass(frozen=True)
 class GenerationConfig:
     max_new_tokens: int = 32  # caption length cap, in tokens
     num_beams: int = 1  # 1 = greedy (or sampling); >1 = beam search
@@ -192,6 +206,7 @@ class RunConfig:
     resources: ResourceConfig = field(default_factory=ResourceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     mode: str = "resume"  # output holding other settings' captions: resume refuses, append adds, overwrite replaces
     retry_errors: bool = False  # try images that failed for good (undecodable...) again
     max_error_rate: float | None = None  # fail the run when more than this share of its images fail
@@ -201,6 +216,7 @@ class RunConfig:
         self.generation.validate()
         self.storage.validate()
         self.decode.validate()
+        self.video.validate()
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
@@ -223,25 +239,3 @@ class RunConfig:
         extra = sorted(set(dict(self.translate)) - set(self.languages))
         if extra:
             raise ConfigError(f"--translate names {', '.join(extra)}, which --languages does not list")
-
-    def producers(self, native: Iterable[str]) -> dict[str, str | None]:
-        """Each language's producer: None for the captioner's own language token, else a translation model.
-
-        A language with a translation model is translated; otherwise the captioner must write it natively.
-        """
-        native = set(native)
-        translators = dict(self.translate)
-        plan = {lang: translators.get(lang) for lang in self.languages}
-        missing = [lang for lang, model in plan.items() if model is None and lang not in native]
-        if missing:
-            raise ConfigError(
-                f"model {self.model.name!r} cannot write {', '.join(missing)} (it writes {', '.join(sorted(native))}); "
-                f"change --languages or translate, e.g. --translate {missing[0]}=Helsinki-NLP/opus-mt-"
-                f"{self.source_language}-{missing[0]}"
-            )
-        if translators and (self.source_language not in plan or plan[self.source_language] is not None):
-            raise ConfigError(
-                f"translations start from {self.source_language} captions: list {self.source_language} in "
-                "--languages, written natively, or pick another --source-language"
-            )
-        return plan

@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .config import RunConfig
+from .config import RunConfig, VideoConfig
 
 
 def fingerprints(config: RunConfig) -> dict[str, str]:
@@ -30,6 +30,8 @@ def fingerprints(config: RunConfig) -> dict[str, str]:
     # setting existed keep resuming.
     base.update({key: getattr(config.model, key) for key in ("dtype", "language_prompt")
                  if getattr(config.model, key) != "auto"})
+    if config.video.segment_s != VideoConfig.segment_s:  # a video's segments are what its captions describe
+        base["segment_s"] = config.video.segment_s
     translators = dict(config.translate)
     out = {}
     for lang in config.languages:

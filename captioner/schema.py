@@ -1,7 +1,7 @@
 """The Parquet schemas of everything captioner writes: the one place column names are spelled.
 
 Output layout under OUTPUT:
-  captions/lang=xx/part-*.parquet   one row per (image, language); ``lang`` lives in the directory name
+  captions/lang=xx/part-*.parquet   one row per (image or video segment, language); ``lang`` is the directory
   errors/part-*.parquet             one row per image that could not be captioned
   _commits/<shard>.json             commit marker of one shard: its files and counts, written last
   _lease.json                       held by the run writing to OUTPUT; refuses a second writer
@@ -11,7 +11,7 @@ Output layout under OUTPUT:
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: video segments
 
 # Identity of an input object: a caption is only ever attached to this exact triple.
 URI = "uri"
@@ -39,6 +39,12 @@ SOURCE_CAPTION = "source_caption"
 CLIP_SCORE = "clip_score"
 CLIP_PIXELS = "clip_pixels"
 NUM_CANDIDATES = "num_candidates"
+SEGMENT = "segment"  # a video's segment, from 0; null for still images
+START_S = "start_s"
+END_S = "end_s"
+SEGMENTS = "segments"  # how many segments the whole video has, so resume knows when it is complete
+COUNTED = "counted"  # between stages: true on the one row that counts its file (a video's first segment)
+STORED = "stored"  # planning: a partly captioned video's stored captions, JSON {segment: {lang: caption}}
 NATIVE = "native"  # the producer of captions written by the captioner's own language token
 
 IDENTITY = (URI, SIZE, ETAG)
@@ -66,13 +72,17 @@ CAPTION_FILE = pa.schema(
         pa.field(URI, pa.string(), nullable=False),
         pa.field(SIZE, pa.int64()),
         pa.field(ETAG, pa.string()),
+        pa.field(SEGMENT, pa.int32()),  # videos: which segment, from 0; null for still images
+        pa.field(START_S, pa.float32()),  # videos: the segment's start and end, seconds from the video's start
+        pa.field(END_S, pa.float32()),
+        pa.field(SEGMENTS, pa.int32()),  # videos: how many segments the whole video has
         pa.field(CAPTION, pa.string(), nullable=False),
         pa.field(SCORE, pa.float32(), nullable=False),  # mean token log-probability, <= 0, higher is better
         pa.field(PRODUCER, pa.string(), nullable=False),  # "native", or the translation model's id
         pa.field(SOURCE_LANG, pa.string()),  # translations: the language of the caption row they translate
         pa.field(CLIP_SCORE, pa.float32()),  # 2.5 * max(cos(image, text), 0) under --clip-model, else null
         pa.field(NUM_CANDIDATES, pa.int32(), nullable=False),  # captions generated to choose this one from
-        pa.field(WIDTH, pa.int32(), nullable=False),  # original image size, after EXIF orientation
+        pa.field(WIDTH, pa.int32(), nullable=False),  # original image (or video frame) size, after EXIF orientation
         pa.field(HEIGHT, pa.int32(), nullable=False),
         pa.field(MODEL, pa.string(), nullable=False),
         pa.field(MODEL_REVISION, pa.string()),
@@ -109,6 +119,7 @@ IMAGE_RESULT = pa.schema(
     [
         *[f.with_nullable(True) for f in CAPTION_FILE if f.name not in CAPTION_RESULT.names],
         pa.field(RESULTS, pa.list_(CAPTION_RESULT)),
+        pa.field(COUNTED, pa.bool_()),
         ERROR_FILE.field(ERROR_TYPE).with_nullable(True),
         ERROR_FILE.field(ERROR).with_nullable(True),
         ERROR_FILE.field(ATTEMPT).with_nullable(True),

@@ -1,5 +1,6 @@
 """Rows as a caption actor hands them to the writer, for the tests of everything that reads an output."""
 
+import numpy as np
 import pyarrow as pa
 
 from captioner import schema
@@ -18,3 +19,14 @@ def image_results(uris, failed=(), run_id="r", fingerprint="f", langs=("en", "fr
                                  "num_candidates": 1, "fingerprint": fingerprint} for lang in langs])
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)
+
+
+def todo_rows(paths, langs="en"):
+    """What the read stage is given: manifest rows with the languages each image still needs."""
+    return {
+        schema.URI: np.array([str(p) for p in paths], dtype=object),
+        schema.SIZE: np.array([p.stat().st_size if p.exists() else np.nan for p in paths]),
+        schema.ETAG: np.array(["e"] * len(paths), dtype=object),
+        schema.LANGS: np.array([langs] * len(paths), dtype=object),
+        schema.ATTEMPT: np.zeros(len(paths), dtype=np.int32),
+    }

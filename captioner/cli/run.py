@@ -20,6 +20,7 @@ from ..config import (
     ModelConfig,
     ResourceConfig,
     RunConfig,
+    VideoConfig,
 )
 from .options import add_storage_arguments, csv, storage_config
 
@@ -144,6 +145,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="memory one image's decode may take, in a child process of the worker (default: "
                    "%(default)s MiB)")
 
+    v = parser.add_argument_group("video (files ending in " + ", ".join(VideoConfig.extensions) + ")")
+    v.add_argument("--segment-s", type=float, default=VideoConfig.segment_s,
+                   help="seconds per video segment; each segment gets one caption per language, a shorter video "
+                   "is one segment (default: %(default)s)")
+    v.add_argument("--max-video-s", type=float, default=VideoConfig.max_video_s,
+                   help="longer videos are one error row (too_long), never decoded (default: %(default)s)")
+
     o = parser.add_argument_group("resume and errors")
     o.add_argument("--mode", choices=MODES, default="resume",
                    help="when OUTPUT holds captions made with other settings (model, generation, languages' "
@@ -157,7 +165,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
     s = add_storage_arguments(parser)
     s.add_argument("--extensions", type=csv, default=DEFAULT_EXTENSIONS,
-                   help="file endings listed as images (default: %(default)s)")
+                   help="file endings listed, images and videos (default: %(default)s)")
 
 
 def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +206,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         decode=DecodeConfig(formats=tuple(f.upper() for f in args.image_formats), max_pixels=args.max_image_pixels,
                             max_file_mb=args.max_image_mb, timeout_s=args.decode_timeout_s,
                             memory_mb=args.decode_memory_cap_mb),
+        video=VideoConfig(segment_s=args.segment_s, max_video_s=args.max_video_s),
         mode=args.mode,
         retry_errors=args.retry_errors,
         max_error_rate=args.max_error_rate,

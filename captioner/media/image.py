@@ -98,11 +98,11 @@ def _decode(data: bytes, sizes: Sequence[Resize], formats: Sequence[str], max_pi
         # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying at least the largest size.
         img.draft("RGB", (max(s.width for s in sizes), max(s.height for s in sizes)))
         rgb = _to_rgb(ImageOps.exif_transpose(img))  # the first frame of an animation
-        pixels = tuple(np.asarray(_resize(rgb, size), dtype=np.uint8) for size in sizes)
+        pixels = tuple(np.asarray(resize(rgb, size), dtype=np.uint8) for size in sizes)
     return Decoded(pixels=pixels, width=orig_w, height=orig_h)
 
 
-def _resize(img: Image.Image, size: Resize) -> Image.Image:
+def resize(img: Image.Image, size: Resize) -> Image.Image:
     """The image processors' own arithmetic: the long side truncated, the crop's offsets floored."""
     if not size.crop:
         return img.resize((size.width, size.height), size.resample)

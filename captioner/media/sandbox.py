@@ -5,7 +5,8 @@ between bytecodes, and only on the main thread, while Ray runs some user code on
 that asks for gigabytes would grow the Ray worker until the node's OOM killer takes the whole batch down. A
 child process can be bounded from outside: it runs ``images.decode`` under an address-space limit, a kernel
 timer kills it should the parent be gone, and the parent kills it when an image overruns its budget. One
-child serves many images and is started again after a failure.
+child serves many images and is started again after a failure. Videos are read by the child itself, through
+fsspec (ranged reads), with a budget of ``timeout_s`` to open one and as much again per segment it decodes.
 
 Run as ``python -m captioner.media.sandbox MEMORY_MB TIMEOUT_S`` by ``Decoder``; it speaks length-prefixed pickles
 over its stdin and stdout (both ends are this module, in the same installation).
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .image import Decoded, DecodeFailure, Resize, decode
+from .video import VideoDecoded, VideoPlan, decode_video, probe, segment_bounds
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,24 @@ class Decoder:
         self._lock = threading.Lock()
 
     def decode(self, data: bytes, sizes: Sequence[Resize]) -> Decoded | DecodeFailure:
+        """One image: at most ``timeout_s``."""
+        return self._call(("image", (tuple(sizes), self.formats, self.max_pixels), len(data)), data)
+
+    def decode_video(self, uri: str, options: dict, sizes: Sequence[Resize], frames: Sequence[int],
+                     plan: VideoPlan, skip: frozenset[int] = frozenset()) -> VideoDecoded | DecodeFailure:
+        """One video, read by the child from ``uri`` through fsspec: ``timeout_s`` to open it, then that much
+        per segment to decode, so the budget scales with the video's length."""
+        return self._call(("video", (uri, options, tuple(sizes), tuple(frames), plan, skip), 0), b"")
+
+    def _call(self, request: tuple, data: bytes) -> Decoded | VideoDecoded | DecodeFailure:
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
-            request = pickle.dumps((tuple(sizes), self.formats, self.max_pixels, len(data)))
             try:
-                self._send(request, data)
-                reply = self._receive(time.monotonic() + self.timeout_s)
+                self._send(pickle.dumps(request), data)
+                reply = pickle.loads(self._receive(time.monotonic() + self.timeout_s))
+                if isinstance(reply, int):  # a video's segment count: its budget
+                    reply = pickle.loads(self._receive(time.monotonic() + self.timeout_s * max(1, reply)))
             except TimeoutError:
                 self._stop()
                 return DecodeFailure("timeout", f"decoding took longer than {self.timeout_s:g} s (--decode-timeout-s)")
@@ -68,8 +81,8 @@ class Decoder:
                     return DecodeFailure("timeout", f"decoding took longer than {self.timeout_s:g} s "
                                          "(--decode-timeout-s)")
                 return DecodeFailure("decoder_crashed", f"the decoding process died (exit status {code}); the "
-                                     f"image may need more than {self.memory_mb} MiB (--decode-memory-cap-mb)")
-            return pickle.loads(reply)
+                                     f"file may need more than {self.memory_mb} MiB (--decode-memory-cap-mb)")
+            return reply
 
     def _start(self) -> None:
         package_root = str(Path(__file__).resolve().parent.parent)
@@ -161,8 +174,38 @@ def _address_space() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reply(out, value) -> None:
+    reply = pickle.dumps(value)
+    out.write(_HEADER.pack(len(reply)) + reply)
+    out.flush()
+
+
+def _video(out, timeout_s: float, uri: str, options: dict, sizes, frames, plan: VideoPlan, skip: frozenset[int]):
+    """Open the video through fsspec, tell the parent how many segments it will decode, then decode them."""
+    import fsspec
+
+    try:
+        handle = fsspec.open(uri, "rb", **options).open()
+    except FileNotFoundError as exc:
+        return DecodeFailure("not_found", f"object is gone: {exc}")
+    except PermissionError as exc:
+        return DecodeFailure("forbidden", f"no permission to read the object: {exc}")
+    except OSError as exc:
+        return DecodeFailure("read_error", f"{type(exc).__name__}: {exc}")
+    with handle as file:
+        opened = probe(file, plan)
+        if isinstance(opened, DecodeFailure):
+            return opened
+        container, stream, duration = opened
+        todo = len(segment_bounds(duration, plan.segment_s)) - len(skip)
+        _reply(out, max(1, todo))
+        signal.setitimer(signal.ITIMER_REAL, timeout_s * max(1, todo))
+        return decode_video(container, stream, duration, sizes, frames, plan, skip)
+
+
 def _serve(memory_mb: int, timeout_s: float) -> None:
     """The child's loop: read a request, decode under the timer, answer; exit when the parent hangs up."""
+    import av  # noqa: F401  (mapped before the memory cap is measured, as Pillow is)
     from PIL import Image
 
     out = os.fdopen(os.dup(1), "wb")
@@ -175,20 +218,22 @@ def _serve(memory_mb: int, timeout_s: float) -> None:
     out.flush()
     while header := source.read(_HEADER.size):
         (size,) = _HEADER.unpack(header)
-        sizes, formats, max_pixels, length = pickle.loads(source.read(size))
+        kind, args, length = pickle.loads(source.read(size))
         data = source.read(length)
-        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check then agrees with ours
         signal.setitimer(signal.ITIMER_REAL, timeout_s)  # SIGALRM's default action ends us, even inside C code
         try:
-            result = decode(data, sizes, formats=formats, max_pixels=max_pixels)
-        except BaseException as exc:  # a bug, not the image: still this image's error, and the child lives on
+            if kind == "video":
+                result = _video(out, timeout_s, *args)
+            else:
+                sizes, formats, max_pixels = args
+                Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check then agrees with ours
+                result = decode(data, sizes, formats=formats, max_pixels=max_pixels)
+        except BaseException as exc:  # a bug, not the file: still this file's error, and the child lives on
             result = DecodeFailure("decode_error", f"{type(exc).__name__}: {exc}")
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         del data
-        reply = pickle.dumps(result)
-        out.write(_HEADER.pack(len(reply)) + reply)
-        out.flush()
+        _reply(out, result)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,11 @@ class Family(ABC):
                 language_prompt: str) -> dict[str, tuple[int, ...]]:
         """Each language the checkpoint writes natively -> the token ids its captions start from."""
 
+    def frames(self, config: PretrainedConfig) -> int:
+        """Frames per caption: 1 for image models; a video model's frame count (``encode`` then takes
+        (B, F, 3, H, W))."""
+        return 1
+
     @abstractmethod
     def encode(self, model: PreTrainedModel, pixels: torch.Tensor) -> torch.Tensor:
         """What generation conditions on, computed once per image: (B, ...) from normalised (B, 3, H, W)."""

@@ -22,8 +22,11 @@ class Git(Family):
         start = config.bos_token_id if config.bos_token_id is not None else tokenizer.cls_token_id
         return {DEFAULT_LANGUAGE: (start,)}
 
+    def frames(self, config: PretrainedConfig) -> int:
+        return config.num_image_with_embedding or 1
+
     def encode(self, model: PreTrainedModel, pixels: torch.Tensor) -> torch.Tensor:
-        return pixels  # GIT's generate embeds the image at prefill, once per caption
+        return pixels  # (B, [F,] 3, H, W): GIT's generate embeds the frames at prefill, once per caption
 
     def generate(self, model: PreTrainedModel, encoded: torch.Tensor, prompt: torch.Tensor, **search):
         return model.generate(pixel_values=encoded, input_ids=prompt, attention_mask=torch.ones_like(prompt),

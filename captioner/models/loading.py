@@ -13,7 +13,7 @@ import os
 import pickle
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import (
@@ -149,7 +149,7 @@ def describe(config: ModelConfig, options: dict | None = None) -> ModelInfo:
     tokenizer = _pretrained(AutoTokenizer, config, options, "tokenizer")
     processor = _pretrained(AutoImageProcessor, config, options, "image processor")
     try:
-        image = image_spec(processor)
+        image = replace(image_spec(processor), frames=family.frames(model_config))
     except ValueError as exc:
         raise ModelError(f"{config.name!r}: {exc}") from None
     return ModelInfo(family, image, family.prompts(model_config, tokenizer, config.language_prompt))

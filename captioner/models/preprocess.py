@@ -16,6 +16,7 @@ class ImageSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     rescale: float  # multiplies uint8 pixels before normalising (1/255 for ViT)
+    frames: int = 1  # frames per caption: more for a model that captions a clip from several (GIT on VATEX)
 
 
 def image_spec(processor) -> ImageSpec:
@@ -45,9 +46,10 @@ def image_spec(processor) -> ImageSpec:
 
 
 def pixel_values(pixels: np.ndarray, spec: ImageSpec, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> normalised (B, 3, H, W) on the device: normalising there keeps transfers small."""
+    """uint8 (B, [F,] H, W, 3) -> normalised (B, [F,] 3, H, W) on the device: normalising there keeps transfers
+    small."""
     x = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).to(dtype) * spec.rescale  # (B, 3, H, W)
-    mean = torch.tensor(spec.mean, device=device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=device, dtype=dtype).view(1, 3, 1, 1)
+    x = x.movedim(-1, -3).to(dtype) * spec.rescale  # (B, [F,] 3, H, W)
+    mean = torch.tensor(spec.mean, device=device, dtype=dtype).view(3, 1, 1)
+    std = torch.tensor(spec.std, device=device, dtype=dtype).view(3, 1, 1)
     return (x - mean) / std

@@ -3,6 +3,7 @@
 import logging
 import os
 import time
+from collections.abc import Iterable
 
 import pyarrow as pa
 import ray
@@ -15,7 +16,7 @@ from ..models.preprocess import ImageSpec
 from ..store import fs as storage
 from ..store import manifest, state
 from ..store.lease import Lease
-from . import resources, stages
+from . import reading, resources, stages
 from .summary import Progress, RunFailed, RunSummary, new_run_id, run_record, run_settings
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def _replace(config: RunConfig, others: dict[str, set[str]]) -> None:
 def _model_inputs(config: RunConfig) -> dict[str, ImageSpec]:
     """Check the models can do what the run asks, and say what each needs of the decoded images."""
     info = loading.describe(config.model, config.storage.options(config.model.name))
-    config.producers(info.languages)
+    _check_languages(config, info.languages)
     for lang, name in config.translate:
         translation.check(config.model.helper(name), config.storage.options(name), config.source_language, lang)
     images = {schema.PIXELS: info.image}
@@ -94,17 +95,37 @@ def _model_inputs(config: RunConfig) -> dict[str, ImageSpec]:
     return images
 
 
+def _check_languages(config: RunConfig, native: Iterable[str]) -> None:
+    """Refuse before any work a language nobody writes: a language with a translation model is translated,
+    any other the captioner must write natively; translations start from a language written natively."""
+    native = set(native)
+    translators = dict(config.translate)
+    producer = {lang: translators.get(lang) for lang in config.languages}
+    missing = [lang for lang, model in producer.items() if model is None and lang not in native]
+    if missing:
+        raise ConfigError(
+            f"model {config.model.name!r} cannot write {', '.join(missing)} (it writes {', '.join(sorted(native))}); "
+            f"change --languages or translate, e.g. --translate {missing[0]}=Helsinki-NLP/opus-mt-"
+            f"{config.source_language}-{missing[0]}"
+        )
+    if translators and (config.source_language not in producer or producer[config.source_language] is not None):
+        raise ConfigError(
+            f"translations start from {config.source_language} captions: list {config.source_language} in "
+            "--languages, written natively, or pick another --source-language"
+        )
+
+
 def plan(config: RunConfig, listing: pa.Table, shards: list[state.Shard]) -> pa.Table:
     """The listing minus what committed shards hold: captions made with these settings, and errors."""
     opts = config.storage.options(config.output)
     captions = state.captions(config.output, shards, opts, fingerprints(config))
-    captioned = captions.to_table(columns=[*schema.IDENTITY, schema.LANG])
+    captioned = captions.to_table(columns=[*schema.IDENTITY, schema.LANG, schema.SEGMENT, schema.SEGMENTS])
     failed = state.errors(config.output, shards, opts).to_table(
         columns=[*schema.IDENTITY, schema.ERROR_TYPE, schema.ATTEMPT])
     todo = manifest.pending(listing, captioned, failed, config.languages, config.retry_errors)
     if config.translate:
         todo = manifest.with_source_captions(todo, captions, config.source_language)
-    return todo
+    return manifest.with_stored_segments(todo, captions)
 
 
 def _mixed_settings_message(config: RunConfig, others: dict[str, set[str]]) -> str:
@@ -144,8 +165,9 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
     per_block = resources.block_rows(res, todo.num_rows, cluster.get("CPU", 1.0))
     ds = ray.data.from_arrow([todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)])
     ds = ds.map_batches(
-        stages.read_and_decode,
-        fn_kwargs={"images": images, "store": config.storage, "limits": config.decode},
+        reading.read_and_decode,
+        fn_kwargs={"images": images, "store": config.storage, "limits": config.decode, "video": config.video,
+                   "source_language": config.source_language},
         batch_size=res.decode_batch_size,
         batch_format="numpy",
         num_cpus=1,
@@ -177,7 +199,7 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
         for counts in ds.iter_rows():
             if not summary.images:
                 summary.startup_s = time.monotonic() - started
-            for key in ("images", "captioned", "failed", "captions", "empty_captions"):
+            for key in ("images", "captioned", "failed", "segments", "captions", "empty_captions"):
                 setattr(summary, key, getattr(summary, key) + int(counts[key]))
             progress.update(summary.images)
             _check_error_rate(config, summary)

@@ -1,105 +1,25 @@
 """The thin layer where Ray Data meets the pure code: batch adapters and the caption actor.
 
 Each stage takes and returns plain column batches. Failures become rows with ``error_type`` set,
-so one bad image never fails a batch.
+so one bad image never fails a batch. The read + decode stage lives in ``reading``.
 """
 
 import logging
-import random
-import time
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from .. import schema
-from ..config import DecodeConfig, RunConfig, StorageConfig
+from ..config import RunConfig, StorageConfig
 from ..fingerprint import fingerprints
-from ..media import sandbox
-from ..media.image import DecodeFailure
 from ..models import generate, loading
-from ..models.preprocess import ImageSpec
 from ..models.sampling import caption_seed
 from ..models.scoring import Caption
-from ..store import fs as storage
 from ..store import writer
+from .reading import plain
 
 log = logging.getLogger(__name__)
-
-READ_TRIES = 4  # attempts per object read within a run
-READ_BACKOFF_S = 0.5  # first retry delay; doubles each time, with jitter
-
-def read_and_decode(
-    batch: dict[str, np.ndarray], images: dict[str, ImageSpec], store: StorageConfig, limits: DecodeConfig
-) -> dict[str, np.ndarray]:
-    """Read each object and decode it once into every model's input (``images``: column -> spec).
-
-    Failures keep zero images and an error, so the batch goes on. Objects over the size cap are never read, and
-    decoding happens in a bounded child process (``sandbox``), so no single file can stall or sink the worker.
-    """
-    decoder = sandbox.shared(limits.formats, limits.max_pixels, limits.timeout_s, limits.memory_mb)
-    max_bytes = limits.max_file_mb * 2**20
-    n = len(batch[schema.URI])
-    columns = list(images)
-    pixels = {c: np.zeros((n, s.resize.height, s.resize.width, 3), dtype=np.uint8) for c, s in images.items()}
-    width = np.zeros(n, dtype=np.int32)
-    height = np.zeros(n, dtype=np.int32)
-    error_type = np.full(n, None, dtype=object)
-    error = np.full(n, None, dtype=object)
-    sizes = np.array([_plain(v) for v in batch[schema.SIZE]], dtype=object)
-    etags = np.array([_plain(v) for v in batch[schema.ETAG]], dtype=object)
-    for i, uri in enumerate(batch[schema.URI]):
-        try:
-            if etags[i] is None:  # a manifest that named only the URI: record the identity that was read
-                sizes[i], etags[i] = storage.identity(uri, store.options(uri))
-            if sizes[i] is not None and sizes[i] > max_bytes:
-                error_type[i], error[i] = "too_large", _too_large(sizes[i], limits)
-                continue
-            data = _read(uri, store, max_bytes + 1)
-        except FileNotFoundError as exc:
-            error_type[i], error[i] = "not_found", f"object is gone: {exc}"
-            continue
-        except PermissionError as exc:
-            error_type[i], error[i] = "forbidden", f"no permission to read the object: {exc}"
-            continue
-        except Exception as exc:  # any other store failure is this image's error, not the batch's
-            error_type[i], error[i] = "read_error", f"{type(exc).__name__}: {exc}"
-            continue
-        if len(data) > max_bytes:  # grew since it was listed
-            error_type[i], error[i] = "too_large", _too_large(len(data), limits)
-            continue
-        if sizes[i] is not None and len(data) != sizes[i]:
-            error_type[i], error[i] = "changed", f"object is {len(data)} bytes now, {sizes[i]} when listed"
-            continue
-        result = decoder.decode(data, [images[c].resize for c in columns])
-        if isinstance(result, DecodeFailure):
-            error_type[i], error[i] = result.error_type, result.message
-            continue
-        for column, array in zip(columns, result.pixels):
-            pixels[column][i] = array
-        width[i], height[i] = result.width, result.height
-    passed = {key: batch[key] for key in batch if key in (schema.URI, schema.LANGS, schema.ATTEMPT, schema.SOURCE_CAPTION)}
-    return {**passed, schema.SIZE: sizes, schema.ETAG: etags, **pixels, schema.WIDTH: width, schema.HEIGHT: height,
-            schema.ERROR_TYPE: error_type, schema.ERROR: error}
-
-
-def _too_large(size: int, limits: DecodeConfig) -> str:
-    return f"file is {size / 2**20:,.1f} MiB, over the {limits.max_file_mb} MiB limit (--max-image-mb)"
-
-
-def _read(uri: str, store: StorageConfig, limit: int) -> bytes:  # type: ignore[return]
-    """At most ``limit`` bytes of the object; store hiccups are retried with jittered exponential backoff (on top
-    of the S3 client's own retries), a missing or forbidden object is not."""
-    for attempt in range(READ_TRIES):
-        try:
-            return storage.read_bytes(uri, store.options(uri), limit=limit)
-        except (FileNotFoundError, PermissionError):
-            raise
-        except Exception:
-            if attempt == READ_TRIES - 1:
-                raise
-            time.sleep(READ_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5))
-
 
 class CaptionFailed(RuntimeError):
     """The model cannot caption a batch in which no single image can be captioned either: the run must stop
@@ -134,7 +54,7 @@ class CaptionActor:
             clip_pixels=batch[schema.CLIP_PIXELS][rows] if schema.CLIP_PIXELS in batch else None,
             source_captions=list(batch[schema.SOURCE_CAPTION][rows]) if schema.SOURCE_CAPTION in batch else None,
             num_candidates=self.config.num_candidates,
-            seeds=[caption_seed(str(uri), self.config.generation.seed) for uri in batch[schema.URI][rows]],
+            seeds=[caption_seed(_key(batch, i), self.config.generation.seed) for i in rows],
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -159,10 +79,14 @@ class CaptionActor:
         rows = []
         done = iter(captions)
         for i in range(len(ok)):
-            row = {key: _plain(batch[key][i]) for key in schema.IDENTITY}
+            row = {key: plain(batch[key][i]) for key in schema.IDENTITY}
             row[schema.RUN_ID] = self.run_id
+            row[schema.COUNTED] = bool(batch[schema.COUNTED][i]) if schema.COUNTED in batch else True
             if ok[i]:
                 row[schema.RESULTS] = [_result(lang, c, self.fingerprints[lang]) for lang, c in next(done).items()]
+                if batch[schema.SEGMENT][i] >= 0:  # a video segment
+                    row.update({key: plain(batch[key][i]) for key in (schema.SEGMENT, schema.START_S, schema.END_S,
+                                                                       schema.SEGMENTS)})
                 row.update({
                     schema.WIDTH: int(batch[schema.WIDTH][i]),
                     schema.HEIGHT: int(batch[schema.HEIGHT][i]),
@@ -176,6 +100,12 @@ class CaptionActor:
         return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)
 
 
+def _key(batch: dict[str, np.ndarray], i: int) -> str:
+    """What names row i's captions for sampling: the image's URI, and the segment for a video."""
+    segment = int(batch[schema.SEGMENT][i]) if schema.SEGMENT in batch else -1
+    return str(batch[schema.URI][i]) + (f"#{segment}" if segment >= 0 else "")
+
+
 def _result(lang: str, c: Caption, fingerprint: str) -> dict:
     return {schema.LANG: lang, schema.CAPTION: c.text, schema.SCORE: c.score, schema.PRODUCER: c.producer,
             schema.SOURCE_LANG: c.source_lang, schema.CLIP_SCORE: c.clip_score, schema.NUM_CANDIDATES: c.candidates,
@@ -186,14 +116,3 @@ def write(batch: pa.Table, output: str, store: StorageConfig) -> pa.Table:
     """Write one shard and hand its counts back to the driver for progress and the summary."""
     counts = writer.write_shard(batch, output, store.options(output))
     return pa.Table.from_pylist([counts])
-
-
-def _plain(value):
-    """numpy scalars and NaN-filled nulls back to Python values for Arrow."""
-    if value is None:
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value

@@ -24,7 +24,8 @@ class RunSummary:
     images: int = 0  # processed by this run
     captioned: int = 0
     failed: int = 0
-    captions: int = 0  # rows written to captions/ (images x languages)
+    segments: int = 0  # video segments captioned
+    captions: int = 0  # rows written to captions/ (images and segments x languages)
     empty_captions: int = 0  # caption rows whose text is empty: the model ended its caption at once
     elapsed_s: float = 0.0
     startup_s: float = 0.0  # until the first shard was committed: listing, planning, model loading, first batches
@@ -106,6 +107,7 @@ def format_summary(summary: RunSummary) -> str:
         f"  already done    {summary.skipped}",
         f"  captioned       {summary.captioned}",
         f"  failed          {summary.failed}   (see errors/)",
+        f"  video segments  {summary.segments}",
         f"  caption rows    {summary.captions}",
         f"  empty captions  {summary.empty_captions}   (rows with caption = '')",
         f"  elapsed         {summary.elapsed_s:.1f} s ({summary.images_per_s:.1f} images/s; "

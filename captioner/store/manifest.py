@@ -1,6 +1,7 @@
 """Freeze an input into a manifest of (uri, size, etag), and subtract what the output already holds."""
 
 import io
+import json
 import logging
 import os
 
@@ -76,7 +77,8 @@ def pending(
 ) -> pa.Table:
     """Listing rows still missing a caption in some language, with those languages in ``langs``.
 
-    ``captioned`` holds (uri, size, etag, lang) of committed captions, ``failed`` (uri, size, etag,
+    ``captioned`` holds (uri, size, etag, lang[, segment, segments]) of committed captions: a video is done
+    in a language once all its segments are. ``failed`` holds (uri, size, etag,
     error_type, attempt) of committed errors. Images match on their full identity, so a changed object
     (new size or etag) is captioned again; identity columns a manifest file left empty are not compared.
     Images that failed for good are skipped unless ``retry_errors``; store failures are always retried.
@@ -90,7 +92,7 @@ def pending(
         permanent = pc.invert(pc.is_in(last[schema.ERROR_TYPE], pa.array(sorted(schema.TRANSIENT_ERRORS))))
         listing = listing.join(last.filter(permanent).select(keys), keys, join_type="left anti")
     wanted = _cross(listing, languages)
-    missing = wanted.join(captioned.select([*keys, schema.LANG]), [*keys, schema.LANG], join_type="left anti")
+    missing = wanted.join(_done(captioned, keys), [*keys, schema.LANG], join_type="left anti")
     grouped = missing.group_by(list(schema.IDENTITY), use_threads=False).aggregate([(schema.LANG, "list")])
     todo = pa.table({
         **{c: grouped[c] for c in schema.IDENTITY},
@@ -105,7 +107,8 @@ def with_source_captions(todo: pa.Table, captions: pads.Dataset, lang: str) -> p
     """Attach each image's stored ``lang`` caption, so a language added later translates what is written."""
     stored = captions.to_table(
         columns=[*schema.IDENTITY, schema.CAPTION, schema.RUN_ID],
-        filter=(pc.field(schema.LANG) == lang) & pc.field(schema.URI).isin(todo[schema.URI]),
+        filter=(pc.field(schema.LANG) == lang) & pc.field(schema.URI).isin(todo[schema.URI])
+        & pc.field(schema.SEGMENT).is_null(),  # a video's stored captions travel per segment (with_stored_segments)
     )
     keys = _keys(todo)
     # one stored caption per image: the latest run's, should several runs have written this language
@@ -113,6 +116,34 @@ def with_source_captions(todo: pa.Table, captions: pads.Dataset, lang: str) -> p
     stored = stored.group_by(keys, use_threads=False).aggregate([(schema.CAPTION, "first")])
     stored = stored.rename_columns([*keys, schema.SOURCE_CAPTION])
     return todo.join(stored, keys, join_type="left outer").sort_by(schema.URI)
+
+
+def _done(captioned: pa.Table, keys: list[str]) -> pa.Table:
+    """(keys, lang) captioned in full: images, and videos with every segment in that language."""
+    if schema.SEGMENT not in captioned.column_names:
+        return captioned.select([*keys, schema.LANG])
+    still = captioned.filter(pc.is_null(captioned[schema.SEGMENT])).select([*keys, schema.LANG])
+    videos = captioned.filter(pc.is_valid(captioned[schema.SEGMENT]))
+    per = videos.group_by([*keys, schema.LANG], use_threads=False).aggregate(
+        [(schema.SEGMENT, "count_distinct"), (schema.SEGMENTS, "max")])
+    whole = per.filter(pc.equal(per[f"{schema.SEGMENT}_count_distinct"], per[f"{schema.SEGMENTS}_max"]))
+    return pa.concat_tables([still, whole.select([*keys, schema.LANG]).cast(still.schema)])
+
+
+def with_stored_segments(todo: pa.Table, captions: pads.Dataset) -> pa.Table:
+    """Attach to each partly captioned video its stored captions, JSON ``{segment: {lang: caption}}``, so the
+    decode stage skips the segments that are done and a language added later translates what is written."""
+    stored = captions.to_table(
+        columns=[schema.URI, schema.SEGMENT, schema.LANG, schema.CAPTION],
+        filter=pc.field(schema.SEGMENT).is_valid() & pc.field(schema.URI).isin(todo[schema.URI]),
+    ).sort_by([(schema.URI, "ascending"), (schema.SEGMENT, "ascending")])
+    by_video: dict[str, dict[int, dict[str, str]]] = {}
+    for row in stored.to_pylist():
+        by_video.setdefault(row[schema.URI], {}).setdefault(row[schema.SEGMENT], {})[row[schema.LANG]] = \
+            row[schema.CAPTION]
+    column = pa.array([json.dumps(by_video[uri]) if uri in by_video else None for uri in todo[schema.URI].to_pylist()],
+                      pa.string())
+    return todo.append_column(schema.STORED, column)
 
 
 def _keys(table: pa.Table) -> list[str]:

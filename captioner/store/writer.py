@@ -26,6 +26,14 @@ def shard_name(run_id: str, uris: list[str]) -> str:
     return f"part-{digest[:24]}.parquet"
 
 
+def _keys(images: pa.Table) -> list[str]:
+    """What a shard holds: each image's URI, with its segment for a video (segments of one video may be split
+    between shards)."""
+    segments = images[schema.SEGMENT].to_pylist() if schema.SEGMENT in images.column_names else [None] * len(images)
+    return [uri if segment is None else f"{uri}#{segment}"
+            for uri, segment in zip(images[schema.URI].to_pylist(), segments)]
+
+
 def caption_rows(images: pa.Table) -> pa.Table:
     """One row per (image, language) from one row per image with a list of captions."""
     results = images[schema.RESULTS]
@@ -46,7 +54,7 @@ def write_shard(images: pa.Table, output: str, options: dict | None = None) -> d
     errors = images.filter(failed)
     captions = caption_rows(images.filter(pc.invert(failed)))
     run_id = images[schema.RUN_ID][0].as_py()
-    name = shard_name(run_id, images[schema.URI].to_pylist())
+    name = shard_name(run_id, _keys(images))
     files = []
     for lang in pc.unique(captions[schema.LANG]).to_pylist():
         part = captions.filter(pc.equal(captions[schema.LANG], lang))
@@ -57,10 +65,12 @@ def write_shard(images: pa.Table, output: str, options: dict | None = None) -> d
         files.append(posixpath.join(schema.ERRORS_DIR, name))
         table = errors.select(schema.ERROR_FILE.names).cast(schema.ERROR_FILE)
         storage.write_parquet_atomic(storage.join(output, files[-1]), table, options)
+    counted = pc.sum(pc.fill_null(images[schema.COUNTED], True).cast(pa.int64())).as_py() or 0
     counts = {
-        "images": images.num_rows,
-        "captioned": images.num_rows - errors.num_rows,
+        "images": counted,  # files: an image, a failed file, a video (with its first segment this run)
+        "captioned": counted - errors.num_rows,
         "failed": errors.num_rows,
+        "segments": int(pc.sum(pc.is_valid(images[schema.SEGMENT]).cast(pa.int64())).as_py() or 0),
         "captions": captions.num_rows,
         # the model ended at once: kept as rows (caption = ''), counted so a run says how many
         "empty_captions": int(pc.sum(pc.equal(captions[schema.CAPTION], "")).as_py() or 0),

@@ -91,7 +91,7 @@ def test_the_child_ends_itself_when_nobody_stops_a_runaway_decode():
                              stdout=subprocess.PIPE)
     assert child.stdout.read(1) == b"R"
     data = _flat_png(8000)
-    request = pickle.dumps((tuple(SIZES), FORMATS, 10**9, len(data)))
+    request = pickle.dumps(("image", (tuple(SIZES), FORMATS, 10**9), len(data)))
     child.stdin.write(len(request).to_bytes(8, "little") + request + data)
     child.stdin.flush()
     assert child.wait(timeout=10) == -signal.SIGALRM
