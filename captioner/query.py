@@ -26,10 +26,16 @@ class Filter:
     contains: str | None = None  # caption contains this text, case-insensitively
     uri_glob: str | None = None  # uri matches this glob (* and ?)
     run_id: str | None = None  # written by this run
+    media: str | None = None  # "image" (still images) or "video" (video segments)
+    at_s: float | None = None  # video segments that span this second
+
 
     def expression(self, ledger: bool) -> pc.Expression | None:
-        if ledger and (self.lang or self.min_score is not None or self.contains):
-            raise QueryError("--lang, --min-score and --contains filter captions; with --errors use --uri or --run")
+        if ledger and (self.lang or self.min_score is not None or self.contains or self.media or self.at_s is not None):
+            raise QueryError("--lang, --min-score, --contains, --media and --at filter captions; with --errors use "
+                             "--uri or --run")
+        if self.media not in (None, "image", "video"):
+            raise QueryError(f"--media is image or video, got {self.media!r}")
         parts = []
         if self.lang:
             parts.append(pc.field(schema.LANG).isin(list(self.lang)))
@@ -41,6 +47,11 @@ class Filter:
             parts.append(pc.match_like(pc.field(schema.URI), _glob_to_like(self.uri_glob)))
         if self.run_id:
             parts.append(pc.field(schema.RUN_ID) == self.run_id)
+        if self.media:
+            video = pc.field(schema.SEGMENT).is_valid()
+            parts.append(video if self.media == "video" else ~video)
+        if self.at_s is not None:
+            parts.append((pc.field(schema.START_S) <= self.at_s) & (pc.field(schema.END_S) > self.at_s))
         expression = None
         for part in parts:
             expression = part if expression is None else expression & part

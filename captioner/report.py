@@ -11,8 +11,9 @@ import logging
 from PIL import Image
 
 from . import query, schema
-from .store import fs as storage
 from .config import DEFAULT_FORMATS, StorageConfig
+from .media.video import frame_at
+from .store import fs as storage
 from .schema import ATTEMPT, CAPTION, CLIP_SCORE, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, URI
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,11 @@ THUMBNAIL_MAX_BYTES = 64 * 2**20  # larger images get no thumbnail rather than a
 BINS = 20  # histogram bars per language
 
 SAMPLE = f"""
-    SELECT {URI}, {LANG}, {CAPTION}, {SCORE}, {CLIP_SCORE}, {PRODUCER} FROM {schema.CAPTIONS_DIR}
+    SELECT {URI}, {schema.SEGMENT}, {schema.START_S}, {schema.END_S}, {LANG}, {CAPTION}, {SCORE}, {CLIP_SCORE},
+           {PRODUCER}
+    FROM {schema.CAPTIONS_DIR}
     WHERE {URI} IN (SELECT DISTINCT {URI} FROM {schema.CAPTIONS_DIR} ORDER BY hash({URI}) LIMIT {{n}})
-    ORDER BY hash({URI}), {LANG}
+    ORDER BY hash({URI}), {schema.SEGMENT}, {LANG}
 """
 HISTOGRAM = f"""
     WITH bounds AS (SELECT min({SCORE}) AS lo, max({SCORE}) AS hi FROM {schema.CAPTIONS_DIR})
@@ -68,16 +71,22 @@ def _summary(stats: dict) -> str:
             f"{int(stats['failed'])} failed. Captions per language: {per_lang or 'none'}.</p>")
 
 
-def _thumbnail(uri: str, store: StorageConfig) -> str:
-    """A data URI of a small JPEG of the image, or an empty string where it cannot be read."""
+def _thumbnail(uri: str, store: StorageConfig, at_s: float | None = None) -> str:
+    """A data URI of a small JPEG of the image (of a video's frame at ``at_s``), or an empty string where it
+    cannot be read."""
     try:
-        data = storage.read_bytes(uri, store.options(uri), limit=THUMBNAIL_MAX_BYTES)
-        with Image.open(io.BytesIO(data), formats=list(DEFAULT_FORMATS)) as img:  # never EPS and the like
-            img.draft("RGB", (THUMBNAIL, THUMBNAIL))
-            thumb = img.convert("RGB")
-            thumb.thumbnail((THUMBNAIL, THUMBNAIL))
-            buf = io.BytesIO()
-            thumb.save(buf, format="JPEG", quality=80)
+        if at_s is not None:
+            fs, path = storage.filesystem(uri, store.options(uri))
+            with fs.open(path, "rb") as f:
+                thumb = frame_at(f, at_s)
+        else:
+            data = storage.read_bytes(uri, store.options(uri), limit=THUMBNAIL_MAX_BYTES)
+            with Image.open(io.BytesIO(data), formats=list(DEFAULT_FORMATS)) as img:  # never EPS and the like
+                img.draft("RGB", (THUMBNAIL, THUMBNAIL))
+                thumb = img.convert("RGB")
+        thumb.thumbnail((THUMBNAIL, THUMBNAIL))
+        buf = io.BytesIO()
+        thumb.save(buf, format="JPEG", quality=80)
     except Exception as exc:  # a missing or unreadable image only loses its thumbnail
         log.warning("no thumbnail for %s: %s", uri, exc)
         return ""
@@ -85,12 +94,15 @@ def _thumbnail(uri: str, store: StorageConfig) -> str:
 
 
 def _gallery(rows: list[dict], store: StorageConfig) -> str:
-    by_image: dict[str, list[dict]] = {}
-    for row in rows:
-        by_image.setdefault(row[URI], []).append(row)
+    by_image: dict[tuple, list[dict]] = {}
+    for row in rows:  # one card per image, and per video segment
+        by_image.setdefault((row[URI], row[schema.SEGMENT]), []).append(row)
     cards = []
-    for uri, captions in by_image.items():
-        src = _thumbnail(uri, store)
+    for (uri, segment), captions in by_image.items():
+        start, end = captions[0][schema.START_S], captions[0][schema.END_S]
+        src = _thumbnail(uri, store, None if segment is None else (start + end) / 2)
+        if segment is not None:
+            uri = f"{uri} [{_clock(start)}-{_clock(end)}]"
         picture = f'<img src="{src}" alt="{_e(uri)}">' if src else '<div class=missing>image unavailable</div>'
         lines = "".join(
             f"<li><b>{_e(c[LANG])}</b> <span class=caption>{_e(c[CAPTION])}</span> "
@@ -103,6 +115,11 @@ def _gallery(rows: list[dict], store: StorageConfig) -> str:
         cards.append(f'<figure class=card>{picture}<figcaption><code>{_e(uri)}</code><ul>{lines}</ul>'
                      f'</figcaption></figure>')
     return f"<div class=gallery>{''.join(cards)}</div>" if cards else "<p>No captions yet.</p>"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)}:{secs:04.1f}"
 
 
 def _histograms(rows: list[dict]) -> str:

@@ -56,14 +56,15 @@ def first_code_id(tokenizer) -> int:
     return min(tokenizer.lang_code_to_id.values())
 
 
-def build_tiny_git(path: Path) -> Path:
+def build_tiny_git(path: Path, frames: int | None = None) -> Path:
+    """GIT; with ``frames``, a video GIT (as git-base-vatex) that captions a clip from that many frames."""
     from transformers import GitConfig, GitForCausalLM
 
     tokenizer = _bert_tokenizer()
     torch.manual_seed(11)
-    config = GitConfig(vision_config=VISION, vocab_size=len(tokenizer), max_position_embeddings=64,
+    config = GitConfig(vision_config=VISION, vocab_size=len(tokenizer), max_position_embeddings=128,
                        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                       pad_token_id=tokenizer.pad_token_id, **SMALL)
+                       pad_token_id=tokenizer.pad_token_id, num_image_with_embedding=frames, **SMALL)
     GitForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     clip_processor().save_pretrained(path)

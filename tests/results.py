@@ -6,18 +6,23 @@ import pyarrow as pa
 from captioner import schema
 
 
-def image_results(uris, failed=(), run_id="r", fingerprint="f", langs=("en", "fr"), empty=()):
-    """What a caption actor hands the writer: one row per image."""
+def image_results(uris, failed=(), run_id="r", fingerprint="f", langs=("en", "fr"), empty=(), videos=None):
+    """What a caption actor hands the writer: one row per image, and per segment of the ``videos`` (uri -> how
+    many 10 s segments)."""
     rows = []
-    for uri in uris:
+    for uri in [*uris, *(videos or {})]:
         row = {"uri": uri, "size": 1, "etag": "e", "run_id": run_id}
         if uri in failed:
             row.update(error_type=failed[uri], error="it failed", attempt=1)
-        else:
-            row.update(width=4, height=3, model="m", model_revision=None,
-                       results=[{"lang": lang, "caption": "" if uri in empty else f"{lang} {uri}", "score": -0.5, "producer": "native",
-                                 "num_candidates": 1, "fingerprint": fingerprint} for lang in langs])
-        rows.append(row)
+            rows.append(row)
+            continue
+        row.update(width=4, height=3, model="m", model_revision=None,
+                   results=[{"lang": lang, "caption": "" if uri in empty else f"{lang} {uri}", "score": -0.5,
+                             "producer": "native", "num_candidates": 1, "fingerprint": fingerprint}
+                            for lang in langs])
+        count = (videos or {}).get(uri)
+        rows += [{**row, "segment": k, "start_s": 10.0 * k, "end_s": 10.0 * k + 10, "segments": count}
+                 for k in range(count)] if count else [row]
     return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)
 
 

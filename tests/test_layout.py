@@ -17,7 +17,7 @@ FLOORS = {
     "train": {"config", "store", "media", "models"},
     "query": {"config", "schema", "store"},
     "export": set(),
-    "report": {"config", "schema", "store", "query"},
+    "report": {"config", "schema", "store", "query", "media"},
     "submit": {"config", "fingerprint", "store"},
     "cli": {"config", "schema", "fingerprint", "store", "run", "train", "query", "export", "report", "submit"},
 }

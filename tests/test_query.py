@@ -155,3 +155,16 @@ def test_limit_and_parquet_file(written, tmp_path):
 
     table = pq.read_table(target)
     assert table.num_rows == 3 and set(table["lang"].to_pylist()) == {"fr"}
+
+
+def test_media_and_time_filters(tmp_path):
+    out = str(tmp_path)
+    writer.write_shard(image_results(["photo.jpg"], videos={"clip.mp4": 3}), out)
+    def uris(**kw):
+        rows = query.select(out, query.Filter(lang=("en",), **kw)).read_all().to_pylist()
+        return sorted((r["uri"], r["segment"]) for r in rows)
+    assert uris(media="image") == [("photo.jpg", None)]
+    assert uris(media="video") == [("clip.mp4", 0), ("clip.mp4", 1), ("clip.mp4", 2)]
+    assert uris(at_s=15.0) == [("clip.mp4", 1)]
+    with pytest.raises(query.QueryError, match="--media"):
+        query.select(out, query.Filter(media="video"), ledger=True)

@@ -73,3 +73,13 @@ def test_report_shows_images_and_captions_in_chromium(output_with_images, tmp_pa
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         browser.close()
+
+
+def test_a_video_shows_each_segment_as_a_frame_with_its_times(tmp_path):
+    from videos import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", seconds=15)
+    writer.write_shard(image_results([], videos={str(clip): 2}), str(tmp_path / "out"))
+    page = report.render(str(tmp_path / "out"), StorageConfig())
+    assert f"{clip} [0:00.0-0:10.0]" in page and f"{clip} [0:10.0-0:20.0]" in page
+    assert page.count('<img src="data:image/jpeg;base64,') == 2  # a frame of each segment

@@ -22,6 +22,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     q.add_argument("--contains", help="only captions containing this text (case-insensitive)")
     q.add_argument("--uri", help="only URIs matching this glob, e.g. 's3://bucket/2024/*.jpg'")
     q.add_argument("--run", help="only rows written by this run id")
+    q.add_argument("--media", choices=("image", "video"), help="only still images, or only video segments")
+    q.add_argument("--at", type=float, metavar="SECONDS", help="only video segments that span this second")
     q.add_argument("--errors", action="store_true", help="query the error ledger instead of the captions")
     q.add_argument("--columns", type=csv, help="comma-separated columns to show (default: all)")
     q.add_argument("--limit", type=int, help="at most this many rows")
@@ -62,7 +64,7 @@ def _query(args: argparse.Namespace) -> int:
         reader = query.sql(args.output, args.sql, options)
     else:
         where = query.Filter(lang=args.lang, min_score=args.min_score, contains=args.contains, uri_glob=args.uri,
-                             run_id=args.run)
+                             run_id=args.run, media=args.media, at_s=args.at)
         columns = list(args.columns) if args.columns else None
         reader = query.select(args.output, where, columns, ledger=args.errors, limit=args.limit, options=options)
     with open(args.out, "wb") if args.out else contextlib.nullcontext(sys.stdout.buffer) as sink:

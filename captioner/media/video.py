@@ -121,6 +121,16 @@ def decode_video(container, stream, duration: float, sizes: Sequence[Resize], fr
     return VideoDecoded(codec.width, codec.height, duration, len(bounds), tuple(decoded))
 
 
+def frame_at(file: BinaryIO, t: float):
+    """The frame of a video at ``t`` seconds, as an RGB image (for a look at a segment, as the report takes)."""
+    import av
+
+    with av.open(file, mode="r", metadata_errors="ignore") as container:
+        stream = next(s for s in container.streams if s.type == "video")
+        stream.thread_count = 1
+        return _frame_at(container, stream, t)
+
+
 def _duration(container, stream) -> float | None:
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)

@@ -133,6 +133,8 @@ def _done(captioned: pa.Table, keys: list[str]) -> pa.Table:
 def with_stored_segments(todo: pa.Table, captions: pads.Dataset) -> pa.Table:
     """Attach to each partly captioned video its stored captions, JSON ``{segment: {lang: caption}}``, so the
     decode stage skips the segments that are done and a language added later translates what is written."""
+    if not todo.num_rows:
+        return todo.append_column(schema.STORED, pa.array([], pa.string()))
     stored = captions.to_table(
         columns=[schema.URI, schema.SEGMENT, schema.LANG, schema.CAPTION],
         filter=pc.field(schema.SEGMENT).is_valid() & pc.field(schema.URI).isin(todo[schema.URI]),

@@ -59,3 +59,22 @@ def test_beam_search_scores_by_a_teacher_forced_pass_in_every_family(checkpoint,
     lang = LANGUAGES[kind][0]
     out = generate.caption(captioner, pixels, [[lang]] * len(images), GenerationConfig(max_new_tokens=6, num_beams=2))
     assert all(np.isfinite(r[lang].score) and r[lang].score <= 0 for r in out)
+
+
+def test_a_video_git_captions_a_clip_from_its_frames_as_its_own_generate_does(tmp_path, images):
+    """A GIT with a temporal embedding per frame (as microsoft/git-base-vatex): (B, F, 3, H, W) in."""
+    from transformers import GitForCausalLM
+
+    from families import build_tiny_git
+
+    path = build_tiny_git(tmp_path / "git-vatex", frames=3)
+    captioner = loading.load(ModelConfig(name=str(path)))
+    assert captioner.info.image.frames == 3
+    clip = images[:3]  # three frames of one segment
+    frames = np.stack([decode_at(p.read_bytes(), captioner.info.image.resize) for p in clip])[None]  # (1, 3, H, W, 3)
+    ours = generate.caption(captioner, frames, [["en"]], GenerationConfig(max_new_tokens=8))[0]["en"].text
+    pixels = AutoImageProcessor.from_pretrained(path)(images=[Image.open(p).convert("RGB") for p in clip],
+                                                      return_tensors="pt").pixel_values[None]  # (1, 3, 3, H, W)
+    with torch.inference_mode():
+        reference = GitForCausalLM.from_pretrained(path).eval().generate(pixel_values=pixels, max_new_tokens=8)
+    assert ours == captioner.tokenizer.batch_decode(reference, skip_special_tokens=True)[0].strip()
