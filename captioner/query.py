@@ -118,12 +118,16 @@ def errors(out: str, options: dict | None = None) -> pads.Dataset:
 
 
 def sample(out: str, limit: int, run_id: str | None = None, options: dict | None = None) -> list[dict]:
-    """Up to ``limit`` caption rows (of ``run_id`` if given), by URI then language, for a quick look."""
+    """Up to ``limit`` caption rows (of ``run_id`` if given) for a quick look: one per image or video segment, by
+    URI, their languages taking turns."""
     rows = captions(out, options).to_table(
-        columns=[schema.URI, schema.LANG, schema.CAPTION, schema.SCORE],
+        columns=[schema.URI, schema.SEGMENT, schema.START_S, schema.END_S, schema.LANG, schema.CAPTION, schema.SCORE],
         filter=None if run_id is None else pc.field(schema.RUN_ID) == run_id,
-    )
-    return rows.sort_by([(schema.URI, "ascending"), (schema.LANG, "ascending")]).slice(0, limit).to_pylist()
+    ).sort_by([(schema.URI, "ascending"), (schema.SEGMENT, "ascending"), (schema.LANG, "ascending")]).to_pylist()
+    items: dict[tuple, list[dict]] = {}
+    for row in rows:
+        items.setdefault((row[schema.URI], row[schema.SEGMENT]), []).append(row)
+    return [langs[i % len(langs)] for i, langs in enumerate(list(items.values())[:limit])]
 
 
 SCORES_BY_LANGUAGE = f"""

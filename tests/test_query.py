@@ -168,3 +168,10 @@ def test_media_and_time_filters(tmp_path):
     assert uris(at_s=15.0) == [("clip.mp4", 1)]
     with pytest.raises(query.QueryError, match="--media"):
         query.select(out, query.Filter(media="video"), ledger=True)
+
+
+def test_sample_shows_each_image_and_segment_once_languages_taking_turns(tmp_path):
+    writer.write_shard(image_results(["a", "b"], videos={"v.mp4": 2}, langs=("en", "fr")), str(tmp_path))
+    sample = query.sample(str(tmp_path), limit=10)
+    assert [(r["uri"], r["segment"], r["lang"]) for r in sample] == [
+        ("a", None, "en"), ("b", None, "fr"), ("v.mp4", 0, "en"), ("v.mp4", 1, "fr")]

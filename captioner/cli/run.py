@@ -24,7 +24,7 @@ from ..config import (
 )
 from .options import add_storage_arguments, csv, storage_config
 
-SAMPLE_CAPTIONS = 8
+SAMPLE_CAPTIONS = 12  # images or video segments shown at the end of a run
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -226,7 +226,8 @@ def _run(args: argparse.Namespace) -> int:
     if samples:
         print("\nA few captions:")
         for row in samples:
-            print(f"  [{row[schema.LANG]}] {row[schema.CAPTION]!r}  (score {row[schema.SCORE]:.2f})  {row[schema.URI]}")
+            at = f"  {row[schema.START_S]:.0f}-{row[schema.END_S]:.0f} s" if row[schema.SEGMENT] is not None else ""
+            print(f"  [{row[schema.LANG]}] {row[schema.CAPTION]!r}  (score {row[schema.SCORE]:.2f})  {row[schema.URI]}{at}")
     return 0
 
 
