@@ -197,10 +197,20 @@ def _video(out, timeout_s: float, uri: str, options: dict, sizes, frames, plan: 
         if isinstance(opened, DecodeFailure):
             return opened
         container, stream, duration = opened
-        todo = len(segment_bounds(duration, plan.segment_s)) - len(skip)
-        _reply(out, max(1, todo))
-        signal.setitimer(signal.ITIMER_REAL, timeout_s * max(1, todo))
+        todo = max(1, len(segment_bounds(duration, plan.segment_s)) - len(skip))
+        _reply(out, todo)
+        signal.setitimer(signal.ITIMER_REAL, timeout_s * todo)
+        # The frames it returns grow with the video, held twice (arrays, then their pickle), and so does the cap
+        # until the reply is sent.
+        frame_bytes = sum(n * size.height * size.width * 3 for n, size in zip(frames, sizes))
+        _cap_address_space(resource.getrlimit(resource.RLIMIT_AS)[0] + 2 * todo * frame_bytes)
         return decode_video(container, stream, duration, sizes, frames, plan, skip)
+
+
+def _cap_address_space(limit: int) -> None:
+    """Set the soft address-space cap (never above the hard one)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
 def _serve(memory_mb: int, timeout_s: float) -> None:
@@ -211,9 +221,8 @@ def _serve(memory_mb: int, timeout_s: float) -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the replies
     source = sys.stdin.buffer
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = _address_space() + memory_mb * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+    _cap_address_space(cap)
     out.write(_READY)
     out.flush()
     while header := source.read(_HEADER.size):
@@ -234,6 +243,7 @@ def _serve(memory_mb: int, timeout_s: float) -> None:
             signal.setitimer(signal.ITIMER_REAL, 0)
         del data
         _reply(out, result)
+        _cap_address_space(cap)  # back from a video's allowance
 
 
 if __name__ == "__main__":

@@ -103,3 +103,32 @@ def test_a_video_on_the_object_store(local_ray, bilingual, s3, s3_server, tmp_pa
     assert (summary.captioned, summary.segments) == (1, 2)
     captions = _rows(f"{bucket}/out", fs)
     assert sorted((r[schema.SEGMENT], r["lang"]) for r in captions) == [(0, "en"), (0, "fr"), (1, "en"), (1, "fr")]
+
+
+def test_a_video_git_captions_each_segment_from_its_frames(local_ray, tmp_path):
+    """GIT with a temporal embedding per frame: each segment's 3 frames, spread over it, as its own generate."""
+    import torch
+    from transformers import AutoImageProcessor, AutoTokenizer, GitForCausalLM
+
+    from captioner.media.video import frame_at, frame_times
+    from families import build_tiny_git
+
+    model = build_tiny_git(tmp_path / "git-vatex", frames=3)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    video = write_video(folder / "clip.mp4", seconds=16)
+    out = str(tmp_path / "out")
+    config = RunConfig(input=InputConfig(str(folder)), output=out, model=ModelConfig(name=str(model)),
+                       generation=GenerationConfig(max_new_tokens=6))
+    assert pipeline.run(config).segments == 2
+    rows = _rows(out)
+    assert sorted(r[schema.SEGMENT] for r in rows) == [0, 1]
+    processor, tokenizer = AutoImageProcessor.from_pretrained(model), AutoTokenizer.from_pretrained(model)
+    git = GitForCausalLM.from_pretrained(model).eval()
+    for row in rows:
+        with open(video, "rb") as f:
+            frames = [frame_at(f, t) for t in frame_times(row[schema.START_S], row[schema.END_S], 3)]
+        pixels = processor(images=frames, return_tensors="pt").pixel_values[None]  # (1, 3 frames, 3, H, W)
+        with torch.inference_mode():
+            reference = git.generate(pixel_values=pixels, max_new_tokens=6)
+        assert row["caption"] == tokenizer.batch_decode(reference, skip_special_tokens=True)[0].strip()
