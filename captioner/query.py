@@ -120,9 +120,17 @@ def errors(out: str, options: dict | None = None) -> pads.Dataset:
 def sample(out: str, limit: int, run_id: str | None = None, options: dict | None = None) -> list[dict]:
     """Up to ``limit`` caption rows (of ``run_id`` if given) for a quick look: one per image or video segment, by
     URI, their languages taking turns."""
-    rows = captions(out, options).to_table(
+    run = None if run_id is None else pc.field(schema.RUN_ID) == run_id
+    dataset = captions(out, options)
+    first = (dataset.to_table(columns=[schema.URI, schema.SEGMENT], filter=run)
+             .group_by([schema.URI, schema.SEGMENT], use_threads=False).aggregate([])
+             .sort_by([(schema.URI, "ascending"), (schema.SEGMENT, "ascending")]).slice(0, limit))
+    if not first.num_rows:
+        return []
+    picked = pc.field(schema.URI).isin(pc.unique(first[schema.URI]))
+    rows = dataset.to_table(
         columns=[schema.URI, schema.SEGMENT, schema.START_S, schema.END_S, schema.LANG, schema.CAPTION, schema.SCORE],
-        filter=None if run_id is None else pc.field(schema.RUN_ID) == run_id,
+        filter=picked if run is None else picked & run,
     ).sort_by([(schema.URI, "ascending"), (schema.SEGMENT, "ascending"), (schema.LANG, "ascending")]).to_pylist()
     items: dict[tuple, list[dict]] = {}
     for row in rows:

@@ -21,12 +21,14 @@ log = logging.getLogger(__name__)
 THUMBNAIL = 192  # longest side of a thumbnail, in pixels
 THUMBNAIL_MAX_BYTES = 64 * 2**20  # larger images get no thumbnail rather than a worker full of bytes
 BINS = 20  # histogram bars per language
+SEGMENTS_SHOWN = 6  # the first segments of a sampled video get a card each
 
 SAMPLE = f"""
     SELECT {URI}, {schema.SEGMENT}, {schema.START_S}, {schema.END_S}, {LANG}, {CAPTION}, {SCORE}, {CLIP_SCORE},
            {PRODUCER}
     FROM {schema.CAPTIONS_DIR}
     WHERE {URI} IN (SELECT DISTINCT {URI} FROM {schema.CAPTIONS_DIR} ORDER BY hash({URI}) LIMIT {{n}})
+      AND coalesce({schema.SEGMENT}, 0) < {SEGMENTS_SHOWN}
     ORDER BY hash({URI}), {schema.SEGMENT}, {LANG}
 """
 HISTOGRAM = f"""

@@ -2,7 +2,7 @@
 
 Output layout under OUTPUT:
   captions/lang=xx/part-*.parquet   one row per (image or video segment, language); ``lang`` is the directory
-  errors/part-*.parquet             one row per image that could not be captioned
+  errors/part-*.parquet             one row per file (or video segment) that could not be captioned
   _commits/<shard>.json             commit marker of one shard: its files and counts, written last
   _lease.json                       held by the run writing to OUTPUT; refuses a second writer
   runs/<run_id>/manifest.parquet    the frozen listing the run worked from
@@ -100,6 +100,7 @@ ERROR_FILE = pa.schema(
         pa.field(URI, pa.string(), nullable=False),
         pa.field(SIZE, pa.int64()),
         pa.field(ETAG, pa.string()),
+        pa.field(SEGMENT, pa.int32()),  # a video segment that failed while others decoded; null: the whole file
         pa.field(ERROR_TYPE, pa.string(), nullable=False),  # short machine-readable kind, e.g. "not_an_image"
         pa.field(ERROR, pa.string(), nullable=False),  # human-readable message
         pa.field(ATTEMPT, pa.int32(), nullable=False),  # 1 for the first run that failed on it, 2 for the next...

@@ -8,11 +8,13 @@ import numpy as np
 
 
 def write_video(path: Path, seconds: float = 3.0, fps: Fraction = Fraction(10), size: tuple[int, int] = (64, 48),
-                codec: str = "libx264", bframes: int = 0, gop: int = 10) -> Path:
-    """``seconds`` of video at ``fps`` and ``size`` (width, height); the container follows the file's suffix."""
+                codec: str = "libx264", bframes: int = 0, gop: int = 10, faststart: bool = False) -> Path:
+    """``seconds`` of video at ``fps`` and ``size`` (width, height); the container follows the file's suffix.
+    ``faststart`` puts an MP4's index first, as web video is: cut short, such a file still opens."""
     import av
 
-    with av.open(str(path), mode="w") as container:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", options=options) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"

@@ -3,10 +3,11 @@
 Pillow decodes in C. A decoder stuck in a loop cannot be interrupted from Python (signal handlers run only
 between bytecodes, and only on the main thread, while Ray runs some user code on pool threads), and a header
 that asks for gigabytes would grow the Ray worker until the node's OOM killer takes the whole batch down. A
-child process can be bounded from outside: it runs ``images.decode`` under an address-space limit, a kernel
+child process can be bounded from outside: it runs ``image.decode`` under an address-space limit, a kernel
 timer kills it should the parent be gone, and the parent kills it when an image overruns its budget. One
-child serves many images and is started again after a failure. Videos are read by the child itself, through
-fsspec (ranged reads), with a budget of ``timeout_s`` to open one and as much again per segment it decodes.
+child serves many files and is started again after a failure. Videos are read by the child itself, through
+fsspec (ranged reads), with a budget of ``timeout_s`` to open one and as much again per segment it decodes, and
+an address-space allowance that grows with the frames it returns.
 
 Run as ``python -m captioner.media.sandbox MEMORY_MB TIMEOUT_S`` by ``Decoder``; it speaks length-prefixed pickles
 over its stdin and stdout (both ends are this module, in the same installation).
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .image import Decoded, DecodeFailure, Resize, decode
-from .video import VideoDecoded, VideoPlan, decode_video, probe, segment_bounds
+from .video import VideoDecoded, VideoPlan, decode_video, open_video, probe, segment_bounds
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class Decoder:
-    """``images.decode`` in a child process: at most ``timeout_s`` and ``memory_mb`` MiB per image."""
+    """Decoding in a child process: at most ``timeout_s`` and ``memory_mb`` MiB per image (per video segment, for
+    time)."""
 
     def __init__(self, formats: Sequence[str], max_pixels: int, timeout_s: float, memory_mb: int) -> None:
         self.formats = tuple(formats)
@@ -58,10 +60,12 @@ class Decoder:
         return self._call(("image", (tuple(sizes), self.formats, self.max_pixels), len(data)), data)
 
     def decode_video(self, uri: str, options: dict, sizes: Sequence[Resize], frames: Sequence[int],
-                     plan: VideoPlan, skip: frozenset[int] = frozenset()) -> VideoDecoded | DecodeFailure:
+                     plan: VideoPlan, skip: frozenset[int] = frozenset(),
+                     size: int | None = None) -> VideoDecoded | DecodeFailure:
         """One video, read by the child from ``uri`` through fsspec: ``timeout_s`` to open it, then that much
-        per segment to decode, so the budget scales with the video's length."""
-        return self._call(("video", (uri, options, tuple(sizes), tuple(frames), plan, skip), 0), b"")
+        per segment to decode, so the budget scales with the video's length. ``size``: as listed, so a video
+        replaced since is not captioned under its old identity."""
+        return self._call(("video", (uri, options, tuple(sizes), tuple(frames), plan, skip, size), 0), b"")
 
     def _call(self, request: tuple, data: bytes) -> Decoded | VideoDecoded | DecodeFailure:
         with self._lock:
@@ -180,18 +184,12 @@ def _reply(out, value) -> None:
     out.flush()
 
 
-def _video(out, timeout_s: float, uri: str, options: dict, sizes, frames, plan: VideoPlan, skip: frozenset[int]):
+def _video(out, timeout_s: float, uri: str, options: dict, sizes, frames, plan: VideoPlan, skip: frozenset[int],
+           listed_bytes: int | None):
     """Open the video through fsspec, tell the parent how many segments it will decode, then decode them."""
-    import fsspec
-
-    try:
-        handle = fsspec.open(uri, "rb", **options).open()
-    except FileNotFoundError as exc:
-        return DecodeFailure("not_found", f"object is gone: {exc}")
-    except PermissionError as exc:
-        return DecodeFailure("forbidden", f"no permission to read the object: {exc}")
-    except OSError as exc:
-        return DecodeFailure("read_error", f"{type(exc).__name__}: {exc}")
+    handle = open_video(uri, options, listed_bytes)
+    if isinstance(handle, DecodeFailure):
+        return handle
     with handle as file:
         opened = probe(file, plan)
         if isinstance(opened, DecodeFailure):
@@ -202,7 +200,7 @@ def _video(out, timeout_s: float, uri: str, options: dict, sizes, frames, plan: 
         signal.setitimer(signal.ITIMER_REAL, timeout_s * todo)
         # The frames it returns grow with the video, held twice (arrays, then their pickle), and so does the cap
         # until the reply is sent.
-        frame_bytes = sum(n * size.height * size.width * 3 for n, size in zip(frames, sizes))
+        frame_bytes = sum(n * r.height * r.width * 3 for n, r in zip(frames, sizes))
         _cap_address_space(resource.getrlimit(resource.RLIMIT_AS)[0] + 2 * todo * frame_bytes)
         return decode_video(container, stream, duration, sizes, frames, plan, skip)
 
@@ -243,7 +241,8 @@ def _serve(memory_mb: int, timeout_s: float) -> None:
             signal.setitimer(signal.ITIMER_REAL, 0)
         del data
         _reply(out, result)
-        _cap_address_space(cap)  # back from a video's allowance
+        del result  # a video's frames go before its allowance does
+        _cap_address_space(cap)
 
 
 if __name__ == "__main__":

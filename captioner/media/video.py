@@ -16,6 +16,7 @@ import numpy as np
 
 from .image import DecodeFailure, Resize, resize
 
+READ_BYTES = 1 << 20  # read-ahead of a video's file object: a seek on an object store reads this, not 50 MiB
 # Container signatures: a file that starts like a video but does not open was cut short.
 _VIDEO_MAGIC = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (8, b"AVI "), (0, b"\x00\x00\x01\xba"))
 
@@ -38,12 +39,22 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class SegmentFailure:
+    index: int
+    start_s: float
+    end_s: float
+    error_type: str  # truncated (the video ends before it), read_error (the store failed), decode_error
+    message: str
+
+
+@dataclass(frozen=True)
 class VideoDecoded:
     width: int
     height: int
     duration_s: float
     segments: int  # how many segments the whole video has
-    decoded: tuple[Segment, ...]  # the segments asked for, in order
+    decoded: tuple[Segment, ...]  # the segments asked for that decoded, in order
+    failed: tuple[SegmentFailure, ...] = ()  # those that did not: corrupt packets, a cut-short file
 
 
 def segment_bounds(duration_s: float, segment_s: float) -> list[tuple[float, float]]:
@@ -57,16 +68,37 @@ def frame_times(start: float, end: float, frames: int) -> list[float]:
     return [start + (i + 0.5) * (end - start) / frames for i in range(frames)]
 
 
+def open_video(uri: str, options: dict, listed_bytes: int | None) -> BinaryIO | DecodeFailure:
+    """The video's file object through fsspec (ranged reads), or why not; a video whose size is not the one
+    listed has changed since, and is not captioned under its old identity."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+        now = fs.size(path)
+        if listed_bytes is not None and now != listed_bytes:
+            return DecodeFailure("changed", f"object is {now} bytes now, {listed_bytes} when listed")
+        return fs.open(path, "rb", block_size=READ_BYTES)
+    except FileNotFoundError as exc:
+        return DecodeFailure("not_found", f"object is gone: {exc}")
+    except PermissionError as exc:
+        return DecodeFailure("forbidden", f"no permission to read the object: {exc}")
+    except OSError as exc:
+        return DecodeFailure("read_error", f"{type(exc).__name__}: {exc}")
+
+
 def probe(file: BinaryIO, plan: VideoPlan):
     """Open a video and check it against the plan: (container, stream, duration) or a DecodeFailure."""
     import av
 
-    head = file.read(16)
-    file.seek(0)
-    if not head:
-        return DecodeFailure("empty", "file is empty (0 bytes)")
     try:
+        head = file.read(16)
+        file.seek(0)
+        if not head:
+            return DecodeFailure("empty", "file is empty (0 bytes)")
         container = av.open(file, mode="r", metadata_errors="ignore")
+    except OSError as exc:  # the store, through the file object: worth another try on the next run
+        return DecodeFailure("read_error", f"{type(exc).__name__}: {exc}")
     except (av.error.FFmpegError, ValueError) as exc:
         started = any(head[at:at + len(magic)] == magic for at, magic in _VIDEO_MAGIC)
         kind = "truncated" if started else "not_a_video"
@@ -98,27 +130,36 @@ def probe(file: BinaryIO, plan: VideoPlan):
 
 def decode_video(container, stream, duration: float, sizes: Sequence[Resize], frames: Sequence[int],
                  plan: VideoPlan, skip: frozenset[int] = frozenset()) -> VideoDecoded | DecodeFailure:
-    """Frames of every segment not in ``skip``: ``frames[j]`` of them at ``sizes[j]``, each (F, H, W, 3)."""
+    """Frames of every segment not in ``skip``: ``frames[j]`` of them at ``sizes[j]``, each (F, H, W, 3). A
+    segment that does not decode is a SegmentFailure and the next one is tried; when none decodes, the video
+    is one DecodeFailure."""
     import av
 
     bounds = segment_bounds(duration, plan.segment_s)
-    decoded = []
+    decoded, failed = [], []
     try:
         for index, (start, end) in enumerate(bounds):
             if index in skip:
                 continue
-            per_size = []
-            for size, count in zip(sizes, frames):
-                images = [_frame_at(container, stream, t) for t in frame_times(start, end, count)]
-                per_size.append(np.stack([np.asarray(resize(img, size), dtype=np.uint8) for img in images]))
-            decoded.append(Segment(index, start, end, tuple(per_size)))
-    except (av.error.FFmpegError, EOFError) as exc:
-        if not decoded:
-            return DecodeFailure("decode_error", f"no frame decodes: {exc}")
+            try:
+                per_size = []
+                for size, count in zip(sizes, frames):
+                    images = [_frame_at(container, stream, t, plan.segment_s) for t in frame_times(start, end, count)]
+                    per_size.append(np.stack([np.asarray(resize(img, size), dtype=np.uint8) for img in images]))
+                decoded.append(Segment(index, start, end, tuple(per_size)))
+            except EOFError as exc:
+                failed.append(SegmentFailure(index, start, end, "truncated", str(exc)))
+            except OSError as exc:
+                failed.append(SegmentFailure(index, start, end, "read_error", f"{type(exc).__name__}: {exc}"))
+            except av.error.FFmpegError as exc:
+                failed.append(SegmentFailure(index, start, end, "decode_error", str(exc)))
     finally:
         container.close()
+    if failed and not decoded:
+        first = failed[0]
+        return DecodeFailure(first.error_type, f"no segment decodes: {first.message}")
     codec = stream.codec_context
-    return VideoDecoded(codec.width, codec.height, duration, len(bounds), tuple(decoded))
+    return VideoDecoded(codec.width, codec.height, duration, len(bounds), tuple(decoded), tuple(failed))
 
 
 def frame_at(file: BinaryIO, t: float):
@@ -139,8 +180,9 @@ def _duration(container, stream) -> float | None:
     return None
 
 
-def _frame_at(container, stream, t: float):
-    """The first frame at or after ``t`` seconds (the last one, should the video end before), as RGB."""
+def _frame_at(container, stream, t: float, reach: float = math.inf):
+    """The first frame at or after ``t`` seconds (the last one, should the video end less than ``reach`` seconds
+    before: a file cut short past that gives EOFError, not a stale frame), as RGB."""
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     container.seek(int((start + t) / stream.time_base), stream=stream, backward=True)
     last = None
@@ -148,6 +190,6 @@ def _frame_at(container, stream, t: float):
         last = frame
         if frame.time is not None and frame.time - start >= t - 1e-6:
             break
-    if last is None:
-        raise EOFError(f"no frame at {t:.2f} s")
+    if last is None or (last.time is not None and last.time - start < t - reach):
+        raise EOFError(f"the video ends before {t:.1f} s")
     return last.to_image()

@@ -45,7 +45,8 @@ class VisionEncoderDecoder(Family):
         # generate() expands what it is given in place for beam search: hand it its own wrapper. It would put the
         # checkpoint's decoder start before a prompt that starts otherwise (a language code as the start).
         return model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded), decoder_input_ids=prompt,
-                              decoder_start_token_id=int(prompt[0, 0]), **search)
+                              decoder_attention_mask=torch.ones_like(prompt), decoder_start_token_id=int(prompt[0, 0]),
+                              **search)
 
     def logits(self, model: PreTrainedModel, encoded: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
         # Attention is causal, so padding after a sequence's end never reaches the positions that are scored.

@@ -21,6 +21,9 @@ from .summary import Progress, RunFailed, RunSummary, new_run_id, run_record, ru
 
 log = logging.getLogger(__name__)
 
+# Ray's notices that say nothing to act on: its progress bars are off (the run logs progress); a local cluster
+# made itself an auth token (a cluster joined through RAY_ADDRESS keeps that notice).
+QUIET_RAY_LOGGERS = ("ray.data._internal.progress", "ray._private.authentication.authentication_token_setup")
 MIN_IMAGES_FOR_ERROR_RATE = 100  # --max-error-rate judges early only after this many images
 
 
@@ -121,11 +124,11 @@ def plan(config: RunConfig, listing: pa.Table, shards: list[state.Shard]) -> pa.
     captions = state.captions(config.output, shards, opts, fingerprints(config))
     captioned = captions.to_table(columns=[*schema.IDENTITY, schema.LANG, schema.SEGMENT, schema.SEGMENTS])
     failed = state.errors(config.output, shards, opts).to_table(
-        columns=[*schema.IDENTITY, schema.ERROR_TYPE, schema.ATTEMPT])
+        columns=[*schema.IDENTITY, schema.ERROR_TYPE, schema.ATTEMPT, schema.SEGMENT])
     todo = manifest.pending(listing, captioned, failed, config.languages, config.retry_errors)
     if config.translate:
         todo = manifest.with_source_captions(todo, captions, config.source_language)
-    return manifest.with_stored_segments(todo, captions)
+    return manifest.with_stored_segments(todo, captions, failed, config.retry_errors)
 
 
 def _mixed_settings_message(config: RunConfig, others: dict[str, set[str]]) -> str:
@@ -190,16 +193,13 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
         batch_size=res.rows_per_file,
         batch_format="pyarrow",
         num_cpus=0.25,
-        # a failed PUT is worth retrying: shard names are deterministic, so a retry replaces its own files
-        max_retries=3,
-        retry_exceptions=[OSError],
     )
     progress = Progress(todo.num_rows)
     try:
         for counts in ds.iter_rows():
             if not summary.images:
                 summary.startup_s = time.monotonic() - started
-            for key in ("images", "captioned", "failed", "segments", "captions", "empty_captions"):
+            for key in ("images", "captioned", "failed", "segments", "failed_segments", "captions", "empty_captions"):
                 setattr(summary, key, getattr(summary, key) + int(counts[key]))
             progress.update(summary.images)
             _check_error_rate(config, summary)
@@ -224,8 +224,12 @@ def _caption_failure(exc: BaseException) -> stages.CaptionFailed | None:
 
 
 def _init_ray() -> None:
-    """Join the cluster in RAY_ADDRESS if set, else start a local one; keep Ray's own bars quiet."""
+    """Join the cluster in RAY_ADDRESS if set, else start a local one; keep Ray's own bars quiet (the run logs
+    its progress), and the notice that a local cluster made itself a token (nothing to act on here)."""
     if not ray.is_initialized():
+        local = not os.environ.get("RAY_ADDRESS")
+        for name in QUIET_RAY_LOGGERS[: None if local else 1]:
+            logging.getLogger(name).setLevel(logging.ERROR)
         ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING, log_to_driver=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

@@ -1,6 +1,7 @@
 """The read + decode stage: each input row becomes one row per image, or one per video segment still to caption.
 
-Failures become rows with ``error_type`` set (a video's failure is one row), so one bad file never fails a batch.
+Failures become rows with ``error_type`` set (a video that cannot be read is one row, a segment that does not
+decode one more), so one bad file never fails a batch.
 Images are read here (ranged, capped) and decoded in the bounded child; videos are opened by the child itself
 through fsspec, so only the frames it seeks to are read. Ray meets this code through ``map_batches`` only.
 """
@@ -39,10 +40,10 @@ def read_and_decode(batch: dict[str, np.ndarray], images: dict[str, ImageSpec], 
         try:
             if row[schema.ETAG] is None:  # a manifest that named only the URI: record the identity that was read
                 row[schema.SIZE], row[schema.ETAG] = storage.identity(uri, store.options(uri))
-            if row[schema.SIZE] is not None and row[schema.SIZE] > limits.max_file_mb * 2**20:
-                rows.append(_failed(row, "too_large", _too_large(row[schema.SIZE], limits)))
-            elif str(uri).lower().endswith(video.extensions):
+            if str(uri).lower().endswith(video.extensions):  # streamed, never read whole: no byte cap
                 rows += _video_rows(decoder, row, images, store, limits, video, source_language)
+            elif row[schema.SIZE] is not None and row[schema.SIZE] > limits.max_file_mb * 2**20:
+                rows.append(_failed(row, "too_large", _too_large(row[schema.SIZE], limits)))
             else:
                 rows.append(_image_row(decoder, row, images, store, limits))
         except FileNotFoundError as exc:
@@ -73,20 +74,24 @@ def _image_row(decoder: sandbox.Decoder, row: dict, images: dict[str, ImageSpec]
 
 def _video_rows(decoder: sandbox.Decoder, row: dict, images: dict[str, ImageSpec], store: StorageConfig,
                 limits: DecodeConfig, video: VideoConfig, source_language: str) -> list[dict]:
-    """One row per segment that still lacks a language, with only the languages it lacks."""
-    stored = {int(k): v for k, v in json.loads(row.get(schema.STORED) or "{}").items()}
+    """One row per segment that still lacks a language, with only the languages it lacks; a segment that does
+    not decode is an error row of its own, the video's others go on."""
+    stored = json.loads(row.get(schema.STORED) or '{"captions": {}, "failed": []}')
+    captions = {int(k): v for k, v in stored["captions"].items()}
     langs = row[schema.LANGS].split(",")
     plan = VideoPlan(video.segment_s, video.max_video_s, limits.max_pixels)
-    done = frozenset(k for k, have in stored.items() if set(langs) <= set(have))
+    done = frozenset(k for k, have in captions.items() if set(langs) <= set(have)) | frozenset(stored["failed"])
     result = decoder.decode_video(row[schema.URI], store.options(row[schema.URI]),
                                   [spec.resize for spec in images.values()], [spec.frames for spec in images.values()],
-                                  plan, done)
+                                  plan, done, row[schema.SIZE])
     if isinstance(result, DecodeFailure):
         return [_failed(row, result.error_type, result.message)]
-    rows = [_segment_row(row, images, result, k, langs, stored.get(k.index, {}), source_language)
+    rows = [_segment_row(row, images, result, k, langs, captions.get(k.index, {}), source_language)
             for k in result.decoded]
+    rows += [{**_failed(row, k.error_type, k.message), schema.SEGMENT: k.index, schema.START_S: k.start_s,
+              schema.END_S: k.end_s, schema.SEGMENTS: result.segments} for k in result.failed]
     for later in rows[1:]:
-        later[schema.COUNTED] = False  # the file counts once, with its first segment
+        later[schema.COUNTED] = False  # the file counts once, with its first row
     return rows
 
 

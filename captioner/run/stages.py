@@ -5,6 +5,8 @@ so one bad image never fails a batch. The read + decode stage lives in ``reading
 """
 
 import logging
+import random
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -17,9 +19,11 @@ from ..models import generate, loading
 from ..models.sampling import caption_seed
 from ..models.scoring import Caption
 from ..store import writer
-from .reading import plain
+from .reading import READ_BACKOFF_S, plain
 
 log = logging.getLogger(__name__)
+
+WRITE_TRIES = 4  # attempts per shard write within a task
 
 class CaptionFailed(RuntimeError):
     """The model cannot caption a batch in which no single image can be captioned either: the run must stop
@@ -82,11 +86,11 @@ class CaptionActor:
             row = {key: plain(batch[key][i]) for key in schema.IDENTITY}
             row[schema.RUN_ID] = self.run_id
             row[schema.COUNTED] = bool(batch[schema.COUNTED][i]) if schema.COUNTED in batch else True
+            if schema.SEGMENT in batch and batch[schema.SEGMENT][i] >= 0:  # a video segment, captioned or not
+                row.update({key: plain(batch[key][i]) for key in (schema.SEGMENT, schema.START_S, schema.END_S,
+                                                                  schema.SEGMENTS)})
             if ok[i]:
                 row[schema.RESULTS] = [_result(lang, c, self.fingerprints[lang]) for lang, c in next(done).items()]
-                if batch[schema.SEGMENT][i] >= 0:  # a video segment
-                    row.update({key: plain(batch[key][i]) for key in (schema.SEGMENT, schema.START_S, schema.END_S,
-                                                                       schema.SEGMENTS)})
                 row.update({
                     schema.WIDTH: int(batch[schema.WIDTH][i]),
                     schema.HEIGHT: int(batch[schema.HEIGHT][i]),
@@ -113,6 +117,14 @@ def _result(lang: str, c: Caption, fingerprint: str) -> dict:
 
 
 def write(batch: pa.Table, output: str, store: StorageConfig) -> pa.Table:
-    """Write one shard and hand its counts back to the driver for progress and the summary."""
-    counts = writer.write_shard(batch, output, store.options(output))
-    return pa.Table.from_pylist([counts])
+    """Write one shard and hand its counts back to the driver for progress and the summary.
+
+    A failed PUT is tried again (shard names are deterministic, so a retry replaces its own files), with the
+    read stage's jittered backoff, on top of the S3 client's own retries."""
+    for attempt in range(WRITE_TRIES):
+        try:
+            return pa.Table.from_pylist([writer.write_shard(batch, output, store.options(output))])
+        except OSError:
+            if attempt == WRITE_TRIES - 1:
+                raise
+            time.sleep(READ_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5))

@@ -25,6 +25,7 @@ class RunSummary:
     captioned: int = 0
     failed: int = 0
     segments: int = 0  # video segments captioned
+    failed_segments: int = 0  # video segments that did not decode while others of their video did
     captions: int = 0  # rows written to captions/ (images and segments x languages)
     empty_captions: int = 0  # caption rows whose text is empty: the model ended its caption at once
     elapsed_s: float = 0.0
@@ -107,7 +108,8 @@ def format_summary(summary: RunSummary) -> str:
         f"  already done    {summary.skipped}",
         f"  captioned       {summary.captioned}",
         f"  failed          {summary.failed}   (see errors/)",
-        f"  video segments  {summary.segments}",
+        f"  video segments  {summary.segments}" + (f"   ({summary.failed_segments} failed: see errors/)"
+                                                    if summary.failed_segments else ""),
         f"  caption rows    {summary.captions}",
         f"  empty captions  {summary.empty_captions}   (rows with caption = '')",
         f"  elapsed         {summary.elapsed_s:.1f} s ({summary.images_per_s:.1f} images/s; "

@@ -77,14 +77,17 @@ def pending(
 ) -> pa.Table:
     """Listing rows still missing a caption in some language, with those languages in ``langs``.
 
-    ``captioned`` holds (uri, size, etag, lang[, segment, segments]) of committed captions: a video is done
-    in a language once all its segments are. ``failed`` holds (uri, size, etag,
-    error_type, attempt) of committed errors. Images match on their full identity, so a changed object
+    ``captioned`` holds (uri, size, etag, lang[, segment, segments]) of committed captions, ``failed`` (uri,
+    size, etag, error_type, attempt[, segment]) of committed errors: a video is done in a language once each of
+    its segments is captioned or failed for good. Images match on their full identity, so a changed object
     (new size or etag) is captioned again; identity columns a manifest file left empty are not compared.
     Images that failed for good are skipped unless ``retry_errors``; store failures are always retried.
     ``attempt`` counts the earlier failed attempts of each image.
     """
     keys = _keys(listing)
+    lost = segment_failures(failed, keys, retry_errors)
+    if schema.SEGMENT in failed.column_names:  # from here on, failures of whole files
+        failed = failed.filter(pc.is_null(failed[schema.SEGMENT])).drop_columns([schema.SEGMENT])
     failed = failed.join(captioned.select(keys), keys, join_type="left anti").sort_by(schema.ATTEMPT)  # success wins
     last = failed.group_by(keys, use_threads=False).aggregate([(schema.ATTEMPT, "max"), (schema.ERROR_TYPE, "last")])
     last = last.rename_columns([*keys, schema.ATTEMPT, schema.ERROR_TYPE])
@@ -92,7 +95,7 @@ def pending(
         permanent = pc.invert(pc.is_in(last[schema.ERROR_TYPE], pa.array(sorted(schema.TRANSIENT_ERRORS))))
         listing = listing.join(last.filter(permanent).select(keys), keys, join_type="left anti")
     wanted = _cross(listing, languages)
-    missing = wanted.join(_done(captioned, keys), [*keys, schema.LANG], join_type="left anti")
+    missing = wanted.join(_done(captioned, lost, keys, languages), [*keys, schema.LANG], join_type="left anti")
     grouped = missing.group_by(list(schema.IDENTITY), use_threads=False).aggregate([(schema.LANG, "list")])
     todo = pa.table({
         **{c: grouped[c] for c in schema.IDENTITY},
@@ -118,33 +121,54 @@ def with_source_captions(todo: pa.Table, captions: pads.Dataset, lang: str) -> p
     return todo.join(stored, keys, join_type="left outer").sort_by(schema.URI)
 
 
-def _done(captioned: pa.Table, keys: list[str]) -> pa.Table:
-    """(keys, lang) captioned in full: images, and videos with every segment in that language."""
-    if schema.SEGMENT not in captioned.column_names:
+def segment_failures(failed: pa.Table, keys: list[str], retry_errors: bool) -> pa.Table:
+    """(keys, segment) of video segments that failed for good (none with ``retry_errors``): they count as done."""
+    empty = pa.table({**{k: pa.array([], failed.schema.field(k).type) for k in keys},
+                      schema.SEGMENT: pa.array([], pa.int32())})
+    if schema.SEGMENT not in failed.column_names or retry_errors:
+        return empty
+    permanent = pc.invert(pc.is_in(failed[schema.ERROR_TYPE], pa.array(sorted(schema.TRANSIENT_ERRORS))))
+    lost = failed.filter(pc.and_(pc.is_valid(failed[schema.SEGMENT]), permanent))
+    return lost.select([*keys, schema.SEGMENT]).cast(empty.schema)
+
+
+def _done(captioned: pa.Table, lost: pa.Table, keys: list[str], languages: tuple[str, ...]) -> pa.Table:
+    """(keys, lang) captioned in full: images, and videos whose every segment is captioned in that language or
+    failed for good (``lost``)."""
+    if schema.SEGMENT not in captioned.column_names:  # outputs of images only
         return captioned.select([*keys, schema.LANG])
     still = captioned.filter(pc.is_null(captioned[schema.SEGMENT])).select([*keys, schema.LANG])
-    videos = captioned.filter(pc.is_valid(captioned[schema.SEGMENT]))
+    columns = [*keys, schema.LANG, schema.SEGMENT, schema.SEGMENTS]
+    videos = captioned.filter(pc.is_valid(captioned[schema.SEGMENT])).select(columns)
+    lost = _cross(lost, languages).append_column(schema.SEGMENTS, pa.nulls(lost.num_rows * len(languages), pa.int32()))
+    videos = pa.concat_tables([videos.cast(lost.select(columns).schema), lost.select(columns)])
     per = videos.group_by([*keys, schema.LANG], use_threads=False).aggregate(
         [(schema.SEGMENT, "count_distinct"), (schema.SEGMENTS, "max")])
     whole = per.filter(pc.equal(per[f"{schema.SEGMENT}_count_distinct"], per[f"{schema.SEGMENTS}_max"]))
     return pa.concat_tables([still, whole.select([*keys, schema.LANG]).cast(still.schema)])
 
 
-def with_stored_segments(todo: pa.Table, captions: pads.Dataset) -> pa.Table:
-    """Attach to each partly captioned video its stored captions, JSON ``{segment: {lang: caption}}``, so the
-    decode stage skips the segments that are done and a language added later translates what is written."""
+def with_stored_segments(todo: pa.Table, captions: pads.Dataset, failed: pa.Table, retry_errors: bool) -> pa.Table:
+    """Attach to each partly done video what is stored of it, JSON ``{"captions": {segment: {lang: caption}},
+    "failed": [segment...]}``, so the decode stage skips what is done and a language added later translates
+    what is written. Stored rows match the video's whole identity: a replaced video starts over."""
     if not todo.num_rows:
         return todo.append_column(schema.STORED, pa.array([], pa.string()))
+    keys = _keys(todo)
     stored = captions.to_table(
-        columns=[schema.URI, schema.SEGMENT, schema.LANG, schema.CAPTION],
+        columns=[*schema.IDENTITY, schema.SEGMENT, schema.LANG, schema.CAPTION],
         filter=pc.field(schema.SEGMENT).is_valid() & pc.field(schema.URI).isin(todo[schema.URI]),
-    ).sort_by([(schema.URI, "ascending"), (schema.SEGMENT, "ascending")])
-    by_video: dict[str, dict[int, dict[str, str]]] = {}
+    ).join(todo.select(keys), keys, join_type="inner")
+    lost = segment_failures(failed, keys, retry_errors).join(todo.select(keys), keys, join_type="inner")
+    by_video: dict[tuple, dict] = {}
     for row in stored.to_pylist():
-        by_video.setdefault(row[schema.URI], {}).setdefault(row[schema.SEGMENT], {})[row[schema.LANG]] = \
-            row[schema.CAPTION]
-    column = pa.array([json.dumps(by_video[uri]) if uri in by_video else None for uri in todo[schema.URI].to_pylist()],
-                      pa.string())
+        video = by_video.setdefault(tuple(row[k] for k in keys), {"captions": {}, "failed": []})
+        video["captions"].setdefault(str(row[schema.SEGMENT]), {})[row[schema.LANG]] = row[schema.CAPTION]
+    for row in lost.to_pylist():
+        by_video.setdefault(tuple(row[k] for k in keys), {"captions": {}, "failed": []})["failed"].append(
+            row[schema.SEGMENT])
+    identities = zip(*(todo[k].to_pylist() for k in keys))
+    column = pa.array([json.dumps(by_video[i]) if i in by_video else None for i in identities], pa.string())
     return todo.append_column(schema.STORED, column)
 
 

@@ -17,6 +17,10 @@ from . import fs as storage
 from .state import Shard, commit
 
 
+def _count(mask: pa.ChunkedArray) -> int:
+    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+
+
 def shard_name(run_id: str, uris: list[str]) -> str:
     """Named by the run and the images it holds, so the same work in the same run lands in the same file.
 
@@ -65,12 +69,14 @@ def write_shard(images: pa.Table, output: str, options: dict | None = None) -> d
         files.append(posixpath.join(schema.ERRORS_DIR, name))
         table = errors.select(schema.ERROR_FILE.names).cast(schema.ERROR_FILE)
         storage.write_parquet_atomic(storage.join(output, files[-1]), table, options)
-    counted = pc.sum(pc.fill_null(images[schema.COUNTED], True).cast(pa.int64())).as_py() or 0
+    counted = pc.fill_null(images[schema.COUNTED], True)  # one row per file: an image, a failure, a video
+    whole = pc.is_null(images[schema.SEGMENT])  # rows that stand for a whole file (images and failed files)
     counts = {
-        "images": counted,  # files: an image, a failed file, a video (with its first segment this run)
-        "captioned": counted - errors.num_rows,
-        "failed": errors.num_rows,
-        "segments": int(pc.sum(pc.is_valid(images[schema.SEGMENT]).cast(pa.int64())).as_py() or 0),
+        "images": _count(counted),
+        "captioned": _count(pc.and_(counted, pc.invert(pc.and_(failed, whole)))),
+        "failed": _count(pc.and_(failed, whole)),
+        "segments": _count(pc.and_(pc.invert(whole), pc.invert(failed))),
+        "failed_segments": _count(pc.and_(pc.invert(whole), failed)),
         "captions": captions.num_rows,
         # the model ended at once: kept as rows (caption = ''), counted so a run says how many
         "empty_captions": int(pc.sum(pc.equal(captions[schema.CAPTION], "")).as_py() or 0),

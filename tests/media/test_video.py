@@ -91,3 +91,20 @@ def test_corrupt_packets_in_the_middle_leave_the_segments_that_decode(decoder, t
     path.write_bytes(bytes(data))
     result = decoder.decode_video(str(path), {}, [FULL], [1], PLAN)
     assert isinstance(result, VideoDecoded) and result.decoded and result.decoded[0].index == 0
+    assert sorted([s.index for s in result.decoded] + [f.index for f in result.failed]) == [0, 1, 2]
+
+
+def test_a_video_cut_short_fails_the_segments_past_its_end_not_with_a_stale_frame(decoder, tmp_path):
+    path = write_video(tmp_path / "cut.mp4", seconds=35, faststart=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.45)])  # the index still says 35 s
+    result = decoder.decode_video(str(path), {}, [FULL], [1], PLAN)
+    assert isinstance(result, VideoDecoded) and result.segments == 4
+    assert [s.index for s in result.decoded][:1] == [0]
+    assert {f.index for f in result.failed} >= {3} and all(f.error_type == "truncated" for f in result.failed)
+
+
+def test_a_video_replaced_since_it_was_listed_is_not_decoded(decoder, tmp_path):
+    path = write_video(tmp_path / "clip.mp4", seconds=3)
+    result = decoder.decode_video(str(path), {}, [FULL], [1], PLAN, size=path.stat().st_size + 1)
+    assert isinstance(result, DecodeFailure) and result.error_type == "changed"

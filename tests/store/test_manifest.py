@@ -107,3 +107,47 @@ def test_source_captions_come_from_the_stored_rows(tmp_path):
                                  {"uri": "c", "size": 1, "etag": "e", "langs": "en,fr"}])
     joined = manifest.with_source_captions(todo, captions, "en")
     assert dict(zip(joined["uri"].to_pylist(), joined["source_caption"].to_pylist())) == {"a": "en a", "c": None}
+
+
+def _video_captions(rows):
+    fields = [*schema.MANIFEST, pa.field(schema.LANG, pa.string()), pa.field(schema.SEGMENT, pa.int32()),
+              pa.field(schema.SEGMENTS, pa.int32())]
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
+
+
+def _video_errors(rows):
+    fields = [*schema.MANIFEST, pa.field(schema.ERROR_TYPE, pa.string()), pa.field(schema.ATTEMPT, pa.int32()),
+              pa.field(schema.SEGMENT, pa.int32())]
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
+
+
+def test_a_video_is_done_once_each_segment_is_captioned_or_failed_for_good():
+    listing = pa.Table.from_pylist([{"uri": "v.mp4", "size": 9, "etag": "e"}], schema=schema.MANIFEST)
+    captioned = _video_captions([{"uri": "v.mp4", "size": 9, "etag": "e", "lang": "en", "segment": k, "segments": 3}
+                                 for k in (0, 2)])
+    lost = _video_errors([{"uri": "v.mp4", "size": 9, "etag": "e", "error_type": "truncated", "attempt": 1,
+                           "segment": 1}])
+    assert manifest.pending(listing, captioned, lost, ("en",)).num_rows == 0
+    assert manifest.pending(listing, captioned, lost, ("en",), retry_errors=True)[schema.LANGS].to_pylist() == ["en"]
+    flaky = lost.set_column(3, schema.ERROR_TYPE, pa.array(["read_error"]))  # a store failure: tried again
+    assert manifest.pending(listing, captioned, flaky, ("en",))[schema.LANGS].to_pylist() == ["en"]
+    assert manifest.pending(listing, captioned, _video_errors([]), ("en", "fr"))[schema.LANGS].to_pylist() == ["en,fr"]
+
+
+def test_a_partly_done_video_carries_what_is_stored_of_it_and_a_replaced_one_nothing(tmp_path):
+    import json
+
+    from captioner.store import state, writer
+    from results import image_results
+
+    writer.write_shard(image_results([], videos={"v.mp4": 3}, langs=("en",)), str(tmp_path))
+    captions = state.captions(str(tmp_path), state.committed(str(tmp_path)))
+    todo = pa.Table.from_pylist([{"uri": "v.mp4", "size": 1, "etag": "e", "langs": "en,fr", "attempt": 0},
+                                 {"uri": "v.mp4", "size": 2, "etag": "new", "langs": "en", "attempt": 0}])
+    lost = _video_errors([{"uri": "v.mp4", "size": 1, "etag": "e", "error_type": "truncated", "attempt": 1,
+                           "segment": 2}])
+    stored = manifest.with_stored_segments(todo, captions, lost, retry_errors=False)[schema.STORED].to_pylist()
+    first = json.loads(stored[0])
+    assert sorted(first["captions"]) == ["0", "1", "2"] and first["captions"]["1"] == {"en": "en v.mp4"}
+    assert first["failed"] == [2]
+    assert stored[1] is None  # another size and etag: the same key holds a new video

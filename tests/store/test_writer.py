@@ -15,8 +15,8 @@ def test_shard_names_depend_on_the_run_and_the_images():
 
 def test_shard_splits_languages_and_errors_then_commits(tmp_path):
     counts = writer.write_shard(image_results(["a", "b", "c"], failed={"c": "empty"}), str(tmp_path))
-    assert counts == {"images": 3, "captioned": 2, "failed": 1, "segments": 0, "captions": 4,
-                      "empty_captions": 0}
+    assert counts == {"images": 3, "captioned": 2, "failed": 1, "segments": 0, "failed_segments": 0,
+                      "captions": 4, "empty_captions": 0}
     captions = pads.dataset(tmp_path / "captions", format="parquet", partitioning="hive").to_table()
     assert sorted(zip(captions["uri"].to_pylist(), captions["lang"].to_pylist())) == [
         ("a", "en"), ("a", "fr"), ("b", "en"), ("b", "fr")
