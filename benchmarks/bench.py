@@ -381,8 +381,10 @@ def memory_run(args: argparse.Namespace, cache: Path) -> int:
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         result = pipeline(paths, args.model_dir, Path(tmp) / "out", args, args.batch_size,
                           ResourceConfig.rows_per_file)
-    # From the first shard's commit (startup done) to the last sample with the actor alive.
-    running = [s for s in result["samples"] if s["actor_mib"] and s["at_s"] >= result["startup_s"]]
+    # From the first shard's commit (startup done) to the last sample with the actor alive; a run too short to
+    # be sampled after its first commit keeps its last sample with the actor alive.
+    alive = [s for s in result["samples"] if s["actor_mib"]]
+    running = [s for s in alive if s["at_s"] >= result["startup_s"]] or alive[-1:]
     points = {name: running[min(len(running) - 1, int(f * len(running)))] for name, f in
               (("start", 0.0), ("middle", 0.5), ("end", 1.0))} if running else {}
     print(f"memory run: {result['images']} images, demo model, job defaults, {result['elapsed_s']:.0f} s in all, "

@@ -1,7 +1,7 @@
 """Video decoding: frames per second per core with keyframe seeking (what captioner does) against decoding every
 frame, on a 1-minute 1080p H.264 clip made here; and video segments captioned per second by the whole job.
 
-    python benchmarks/video.py                       # decode table, then the pipeline on 8 short clips
+    python benchmarks/video.py                       # decode table, then the pipeline on 96 short clips
     python benchmarks/video.py --skip pipeline --repeats 5
 
 Prints a table and a JSON line; figures are medians of --repeats runs in this process (one core: the decode

@@ -93,6 +93,7 @@ def run_settings(config: RunConfig) -> dict:
         "max_error_rate": config.max_error_rate,
         "resources": asdict(config.resources),
         "decode": asdict(config.decode),
+        "video": asdict(config.video),
     }
 
 

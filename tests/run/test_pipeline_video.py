@@ -93,6 +93,20 @@ def test_a_killed_run_resumes_per_segment(local_ray, bilingual, tmp_path):
     assert pipeline.run(config).images == 0  # now complete: nothing to do
 
 
+def test_a_video_cut_short_keeps_what_decodes_and_is_not_redone(local_ray, bilingual, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    cut = write_video(folder / "cut.mp4", seconds=35, faststart=True)
+    cut.write_bytes(cut.read_bytes()[: int(cut.stat().st_size * 0.45)])  # its index still says 35 s
+    out = str(tmp_path / "out")
+    summary = pipeline.run(_config(bilingual, str(folder), out))
+    assert (summary.captioned, summary.failed) == (1, 0) and summary.segments + summary.failed_segments == 4
+    assert summary.failed_segments >= 1
+    failed = {e[schema.SEGMENT] for e in _errors(out)}
+    assert {r[schema.SEGMENT] for r in _rows(out)}.isdisjoint(failed) and 3 in failed
+    assert pipeline.run(_config(bilingual, str(folder), out)).images == 0  # failed for good: not tried again
+
+
 def test_a_video_on_the_object_store(local_ray, bilingual, s3, s3_server, tmp_path):
     fs, bucket = s3
     video = write_video(tmp_path / "clip.webm", codec="libvpx-vp9", seconds=12)
