@@ -131,8 +131,8 @@ def probe(file: BinaryIO, plan: VideoPlan):
 def decode_video(container, stream, duration: float, sizes: Sequence[Resize], frames: Sequence[int],
                  plan: VideoPlan, skip: frozenset[int] = frozenset()) -> VideoDecoded | DecodeFailure:
     """Frames of every segment not in ``skip``: ``frames[j]`` of them at ``sizes[j]``, each (F, H, W, 3). A
-    segment that does not decode is a SegmentFailure and the next one is tried; when none decodes, the video
-    is one DecodeFailure."""
+    segment that does not decode is a SegmentFailure and the next one is tried; when none decodes (and none was
+    done before), the video is one DecodeFailure."""
     import av
 
     bounds = segment_bounds(duration, plan.segment_s)
@@ -155,7 +155,7 @@ def decode_video(container, stream, duration: float, sizes: Sequence[Resize], fr
                 failed.append(SegmentFailure(index, start, end, "decode_error", str(exc)))
     finally:
         container.close()
-    if failed and not decoded:
+    if failed and not decoded and not skip:  # nothing of it decodes: one error row for the file
         first = failed[0]
         return DecodeFailure(first.error_type, f"no segment decodes: {first.message}")
     codec = stream.codec_context

@@ -102,6 +102,10 @@ def test_a_video_cut_short_fails_the_segments_past_its_end_not_with_a_stale_fram
     assert isinstance(result, VideoDecoded) and result.segments == 4
     assert [s.index for s in result.decoded][:1] == [0]
     assert {f.index for f in result.failed} >= {3} and all(f.error_type == "truncated" for f in result.failed)
+    done_before = frozenset(s.index for s in result.decoded)  # a rerun: what is left fails segment by segment
+    again = decoder.decode_video(str(path), {}, [FULL], [1], PLAN, skip=done_before)
+    assert isinstance(again, VideoDecoded) and not again.decoded
+    assert [f.index for f in again.failed] == [f.index for f in result.failed]
 
 
 def test_a_video_replaced_since_it_was_listed_is_not_decoded(decoder, tmp_path):
