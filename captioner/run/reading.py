@@ -9,6 +9,8 @@ through fsspec, so only the frames it seeks to are read. Ray meets this code thr
 import json
 import random
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,9 +22,10 @@ from ..media.video import VideoDecoded, VideoPlan
 from ..models.preprocess import ImageSpec
 from ..store import fs as storage
 
-READ_TRIES = 4  # attempts per object read within a run
+STORE_TRIES = 4  # attempts per object read or shard write within a task
 READ_BACKOFF_S = 0.5  # first retry delay; doubles each time, with jitter
 PASSED = (schema.URI, schema.ATTEMPT)  # input columns every output row keeps as they are
+T = TypeVar("T")
 
 
 def read_and_decode(batch: dict[str, np.ndarray], images: dict[str, ImageSpec], store: StorageConfig,
@@ -133,18 +136,24 @@ def _too_large(size: int, limits: DecodeConfig) -> str:
     return f"file is {size / 2**20:,.1f} MiB, over the {limits.max_file_mb} MiB limit (--max-image-mb)"
 
 
-def _read(uri: str, store: StorageConfig, limit: int) -> bytes:  # type: ignore[return]
-    """At most ``limit`` bytes of the object; store hiccups are retried with jittered exponential backoff (on top
-    of the S3 client's own retries), a missing or forbidden object is not."""
-    for attempt in range(READ_TRIES):
+def _read(uri: str, store: StorageConfig, limit: int) -> bytes:
+    """At most ``limit`` bytes of the object, store hiccups retried (``retried``); a missing or forbidden object
+    is not."""
+    return retried(lambda: storage.read_bytes(uri, store.options(uri), limit=limit))
+
+
+def retried(call: Callable[[], T], retry_on: tuple[type[BaseException], ...] = (Exception,),
+            give_up: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError)) -> T:
+    """``call()``, tried again on ``retry_on`` (but not ``give_up``) with jittered exponential backoff, on top of
+    the S3 client's own retries: a store hiccup within a run costs a moment, not a file."""
+    for attempt in range(STORE_TRIES - 1):
         try:
-            return storage.read_bytes(uri, store.options(uri), limit=limit)
-        except (FileNotFoundError, PermissionError):
+            return call()
+        except give_up:
             raise
-        except Exception:
-            if attempt == READ_TRIES - 1:
-                raise
+        except retry_on:
             time.sleep(READ_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5))
+    return call()
 
 
 def plain(value):

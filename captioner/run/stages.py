@@ -5,8 +5,6 @@ so one bad image never fails a batch. The read + decode stage lives in ``reading
 """
 
 import logging
-import random
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -19,11 +17,9 @@ from ..models import generate, loading
 from ..models.sampling import caption_seed
 from ..models.scoring import Caption
 from ..store import writer
-from .reading import READ_BACKOFF_S, plain
+from .reading import plain, retried
 
 log = logging.getLogger(__name__)
-
-WRITE_TRIES = 4  # attempts per shard write within a task
 
 class CaptionFailed(RuntimeError):
     """The model cannot caption a batch in which no single image can be captioned either: the run must stop
@@ -119,12 +115,6 @@ def _result(lang: str, c: Caption, fingerprint: str) -> dict:
 def write(batch: pa.Table, output: str, store: StorageConfig) -> pa.Table:
     """Write one shard and hand its counts back to the driver for progress and the summary.
 
-    A failed PUT is tried again (shard names are deterministic, so a retry replaces its own files), with the
-    read stage's jittered backoff, on top of the S3 client's own retries."""
-    for attempt in range(WRITE_TRIES):
-        try:
-            return pa.Table.from_pylist([writer.write_shard(batch, output, store.options(output))])
-        except OSError:
-            if attempt == WRITE_TRIES - 1:
-                raise
-            time.sleep(READ_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5))
+    A failed PUT is tried again (shard names are deterministic, so a retry replaces its own files)."""
+    counts = retried(lambda: writer.write_shard(batch, output, store.options(output)), retry_on=(OSError,), give_up=())
+    return pa.Table.from_pylist([counts])
