@@ -5,7 +5,10 @@
 Scenes come from a seed the training set did not use, are rendered at --size pixels and saved as
 JPEG, as real inputs would be, then captioned with plain transformers (image processor, greedy
 generate with the [bos, <|lang|>] prompt). A caption gets the colour right when the colours it
-names are exactly those in the scene, likewise the shape; "exact" compares the whole caption.
+names are exactly those in the scene, likewise the shape; "scene" when it says everything the scene
+holds, in either order for two shapes ("a above b" or "b below a"); "exact" compares the whole caption
+with the training caption. With two shapes, the last line counts the images whose four captions all
+say the same layout.
 """
 
 import argparse
@@ -19,7 +22,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 from transformers.utils import logging as hf_logging
 
-from captioner.train.grammar import caption, named
+from captioner.train.grammar import canonical, caption, named, parse
 from captioner.train.scenes import LANGUAGES, encode, render, scenes
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "captioner" / "demo_model"
@@ -65,18 +68,26 @@ def main(argv: list[str]) -> int:
     captions = caption_all(args.model, images, args.batch_size)
     print(f"{args.model.name}: {args.n} scenes with {args.shapes} shape(s) per language, seed {args.seed}, "
           f"{args.size} px JPEG\n")
-    print("| lang | colour | shape | both | exact caption | n |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| lang | colour | shape | both | scene | exact caption | n |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    n = len(examples)
+    truths = [canonical(parse(caption(scene, "en"), "en")) for scene in examples]
     for lang, texts in captions.items():
-        colour = shape = both = exact = 0
-        for scene, text in zip(examples, texts):
+        colour = shape = both = right = exact = 0
+        for scene, text, truth in zip(examples, texts, truths):
             colours, shapes = named(text, lang)
             colour_ok = colours == {s.colour for s in scene.shapes}
             shape_ok = shapes == {s.kind for s in scene.shapes}
             colour, shape, both = colour + colour_ok, shape + shape_ok, both + (colour_ok and shape_ok)
+            meaning = parse(text, lang)
+            right += meaning is not None and canonical(meaning) == truth
             exact += text == caption(scene, lang)
-        n = len(examples)
-        print(f"| {lang} | {colour / n:.1%} | {shape / n:.1%} | {both / n:.1%} | {exact / n:.1%} | {n} |")
+        print(f"| {lang} | {colour / n:.1%} | {shape / n:.1%} | {both / n:.1%} | {right / n:.1%} | {exact / n:.1%} "
+              f"| {n} |")
+    if args.shapes == 2:
+        said = [{canonical(parse(t, lang) or ()) for lang, t in zip(captions, texts)} for texts in zip(*captions.values())]
+        agree = sum(len(layouts) == 1 and () not in layouts for layouts in said)
+        print(f"\nthe same layout in all {len(captions)} languages: {agree / n:.1%} of {n} images")
     print(f"\n{4 * len(examples)} captions in {time.time() - started:.0f} s")
     return 0
 

@@ -1,5 +1,6 @@
 """Reading the output back: committed captions and errors only, filtered or by SQL, streamed in batches."""
 
+import itertools
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -118,24 +119,25 @@ def errors(out: str, options: dict | None = None) -> pads.Dataset:
 
 
 def sample(out: str, limit: int, run_id: str | None = None, options: dict | None = None) -> list[dict]:
-    """Up to ``limit`` caption rows (of ``run_id`` if given) for a quick look: one per image or video segment, by
-    URI, their languages taking turns."""
-    run = None if run_id is None else pc.field(schema.RUN_ID) == run_id
-    dataset = captions(out, options)
-    first = (dataset.to_table(columns=[schema.URI, schema.SEGMENT], filter=run)
-             .group_by([schema.URI, schema.SEGMENT], use_threads=False).aggregate([])
-             .sort_by([(schema.URI, "ascending"), (schema.SEGMENT, "ascending")]).slice(0, limit))
-    if not first.num_rows:
-        return []
-    picked = pc.field(schema.URI).isin(pc.unique(first[schema.URI]))
-    rows = dataset.to_table(
-        columns=[schema.URI, schema.SEGMENT, schema.START_S, schema.END_S, schema.LANG, schema.CAPTION, schema.SCORE],
-        filter=picked if run is None else picked & run,
-    ).sort_by([(schema.URI, "ascending"), (schema.SEGMENT, "ascending"), (schema.LANG, "ascending")]).to_pylist()
-    items: dict[tuple, list[dict]] = {}
-    for row in rows:
-        items.setdefault((row[schema.URI], row[schema.SEGMENT]), []).append(row)
-    return [langs[i % len(langs)] for i, langs in enumerate(list(items.values())[:limit])]
+    """Up to ``limit`` caption rows (of ``run_id`` if given) for a quick look, the languages taking turns.
+
+    Each language gives the first rows of a scan of its own files, so this reads a few files however large the
+    output is; with a limit of at least the run's row count it returns every row, by URI, segment and language.
+    """
+    shards = [s for s in state.committed(out, options) if run_id is None or s.run_id == run_id]
+    by_lang: dict[str, list[str]] = {}
+    for f in state.caption_files(shards):
+        by_lang.setdefault(state.file_lang(f), []).append(f)
+    columns = [schema.URI, schema.SEGMENT, schema.START_S, schema.END_S, schema.LANG, schema.CAPTION, schema.SCORE]
+    per_lang = -(-limit // max(len(by_lang), 1))
+    heads = []
+    for lang in sorted(by_lang):
+        dataset = state.captions(out, [state.Shard("", "", tuple(sorted(by_lang[lang])))], options)
+        heads.append(dataset.head(per_lang, columns=columns).sort_by([(schema.URI, "ascending"),
+                                                                       (schema.SEGMENT, "ascending")]).to_pylist())
+    turns = [row for rows in itertools.zip_longest(*heads) for row in rows if row is not None][:limit]
+    return sorted(turns, key=lambda r: (r[schema.URI], r[schema.SEGMENT] if r[schema.SEGMENT] is not None else -1,
+                                        r[schema.LANG]))
 
 
 SCORES_BY_LANGUAGE = f"""

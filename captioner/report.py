@@ -1,6 +1,6 @@
-"""One self-contained HTML page to look at an output: thumbnails beside their captions, score histograms,
-the error table and the runs. Everything is inline (images as data URIs, charts as SVG): it opens from disk
-in any browser, with no server.
+"""One self-contained HTML page to look at an output: thumbnails beside their captions with a filter box, score
+histograms, the error table and the runs. Everything is inline (images as data URIs, charts as SVG, the filter
+as a few lines of script): it opens from disk in any browser, with no server.
 """
 
 import base64
@@ -52,6 +52,7 @@ def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -
         f"<h1>captioner report: {_e(out)}</h1>",
         _summary(stats),
         "<h2>Captions</h2>",
+        _filter(sorted({row[LANG] for row in sample})),
         _gallery(sample, store),
         "<h2>Scores</h2><p>Mean token log-probability of each caption; higher is more confident.</p>",
         _histograms(histogram),
@@ -59,6 +60,7 @@ def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -
         _errors(stats, failures),
         "<h2>Runs</h2>",
         _runs(stats["runs"]),
+        FILTER_SCRIPT,
     ]
     return PAGE.format(title=_e(f"captioner report: {out}"), body="\n".join(body))
 
@@ -107,7 +109,8 @@ def _gallery(rows: list[dict], store: StorageConfig) -> str:
             uri = f"{uri} [{_clock(start)}-{_clock(end)}]"
         picture = f'<img src="{src}" alt="{_e(uri)}">' if src else '<div class=missing>image unavailable</div>'
         lines = "".join(
-            f"<li><b>{_e(c[LANG])}</b> <span class=caption>{_e(c[CAPTION])}</span> "
+            f'<li data-lang="{_e(c[LANG])}" data-score="{c[SCORE]:.6f}"><b>{_e(c[LANG])}</b> '
+            f"<span class=caption>{_e(c[CAPTION])}</span> "
             f"<small>score {c[SCORE]:.2f}"
             + (f", CLIP {c[CLIP_SCORE]:.2f}" if c[CLIP_SCORE] is not None else "")
             + (f", via {_e(c[PRODUCER])}" if c[PRODUCER] != schema.NATIVE else "")
@@ -124,8 +127,19 @@ def _clock(seconds: float) -> str:
     return f"{int(minutes)}:{secs:04.1f}"
 
 
+def _filter(langs: list[str]) -> str:
+    options = "".join(f'<option value="{_e(lang)}">{_e(lang)}</option>' for lang in langs)
+    return ('<form id=filter class=filter onsubmit="return false"><label>Language <select name=lang>'
+            f'<option value="">all</option>{options}</select></label> <label>Caption contains <input name=text '
+            'type=search></label> <label>Score at least <input name=minscore type=number step=0.1></label> '
+            '<output id=shown></output><p><small>Filters the images sampled here; <code>captioner query</code> '
+            "filters the whole output.</small></p></form>")
+
+
 def _histograms(rows: list[dict]) -> str:
+    """One bar chart per language: captions (y) per score bin (x), both axes labelled with their range."""
     charts = []
+    left, width, height = 40, BINS * 12, 100
     for lang in sorted({r[LANG] for r in rows}):
         counts = [0] * BINS
         lo = hi = 0.0
@@ -135,12 +149,20 @@ def _histograms(rows: list[dict]) -> str:
                 lo, hi = r["lo"], r["hi"]
         top = max(counts) or 1
         bars = "".join(
-            f'<rect x="{i * 12}" y="{100 - 100 * n / top:.1f}" width="10" height="{100 * n / top:.1f}">'
-            f"<title>{n}</title></rect>"
+            f'<rect x="{left + i * 12}" y="{height - height * n / top:.1f}" width="10" '
+            f'height="{height * n / top:.1f}"><title>{n} captions</title></rect>'
             for i, n in enumerate(counts)
         )
-        charts.append(f'<figure class=chart><svg viewBox="0 0 {BINS * 12} 100" width="{BINS * 12}" height="100" '
-                      f'role="img" aria-label="scores {_e(lang)}">{bars}</svg><figcaption>{_e(lang)}: '
+        axes = (f'<path class=axis d="M{left - 2} 0 V{height} H{left + width}"/>'
+                f'<text x="{left - 4}" y="10" text-anchor="end">{top}</text>'
+                f'<text x="{left - 4}" y="{height}" text-anchor="end">0</text>'
+                f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">'
+                f'captions</text><text x="{left}" y="{height + 14}">{lo:.2f}</text>'
+                f'<text x="{left + width}" y="{height + 14}" text-anchor="end">{hi:.2f}</text>'
+                f'<text x="{left + width / 2}" y="{height + 30}" text-anchor="middle">score</text>')
+        charts.append(f'<figure class=chart><svg viewBox="0 0 {left + width + 4} {height + 34}" '
+                      f'width="{left + width + 4}" height="{height + 34}" role="img" aria-label="scores '
+                      f'{_e(lang)}">{axes}{bars}</svg><figcaption>{_e(lang)}: {sum(counts)} captions, scores '
                       f"{lo:.2f} to {hi:.2f}</figcaption></figure>")
     return "".join(charts) or "<p>No scores yet.</p>"
 
@@ -165,6 +187,31 @@ def _runs(runs: list[dict]) -> str:
             f"</tr>{rows}</table>")
 
 
+FILTER_SCRIPT = """<script>
+const form = document.getElementById("filter");
+function applyFilter() {
+  const lang = form.lang.value, text = form.text.value.trim().toLowerCase();
+  const minScore = parseFloat(form.minscore.value);
+  const cards = document.querySelectorAll(".card");
+  let shown = 0;
+  for (const card of cards) {
+    let any = false;
+    for (const li of card.querySelectorAll("li")) {
+      const ok = (!lang || li.dataset.lang === lang)
+        && (!text || li.querySelector(".caption").textContent.toLowerCase().includes(text))
+        && (isNaN(minScore) || parseFloat(li.dataset.score) >= minScore);
+      li.hidden = !ok;
+      any = any || ok;
+    }
+    card.hidden = !any;
+    shown += any ? 1 : 0;
+  }
+  document.getElementById("shown").textContent = `${shown} of ${cards.length} shown`;
+}
+form.addEventListener("input", applyFilter);
+applyFilter();
+</script>"""
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -176,7 +223,8 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
 .card code {{ font-size: 11px; word-break: break-all; color: #666; }}
 .missing {{ height: 120px; background: #eee; display: grid; place-items: center; color: #888; }}
 .chart {{ display: inline-block; margin: 0 2em 1em 0; }}
-.chart rect {{ fill: #4a7bd0; }}
+.chart rect {{ fill: #4a7bd0; }} .chart text {{ font-size: 11px; fill: #444; }}
+.chart .axis {{ stroke: #444; fill: none; }} .filter label {{ margin-right: 1em; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ddd; padding: .2em .5em; text-align: left; }}
 </style></head>
 <body>

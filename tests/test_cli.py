@@ -1,4 +1,6 @@
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -70,8 +72,35 @@ def test_job_entry_point_runs_the_job(tiny_model, image_folder, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "captioned       6" in result.stdout and "failed          3" in result.stdout
-    assert "A few captions:" in result.stdout and str(tmp_path / "out") in result.stdout
+    assert "Captions:" in result.stdout and str(tmp_path / "out") in result.stdout
     assert "ETA" in result.stderr
+
+
+# What reads as trouble on a first run: log levels, Python warnings, deprecations, tracebacks, Ray's C++ log lines.
+TROUBLE = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b|\w+Warning\b|[Dd]eprecat|^\[[^]]* [WEF] \d+ \d+\]")
+
+
+def _readme_demo_command() -> list[str]:
+    """The README's first command, from its last ``&&`` on: the run itself (the install before it is done)."""
+    block = re.search(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text()).group(1)
+    command = shlex.split(block.split("&&")[-1])
+    assert command[:2] == [".venv/bin/captioner", "run"], command
+    return [str(Path(sys.executable).with_name("captioner")), *command[1:]]
+
+
+@pytest.mark.slow
+def test_the_readme_demo_prints_captions_and_nothing_that_reads_as_trouble(tmp_path):
+    (tmp_path / "captioner").mkdir()
+    (tmp_path / "captioner" / "samples").symlink_to(ROOT / "captioner" / "samples")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run(_readme_demo_command(), cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trouble = [line for line in (result.stdout + result.stderr).splitlines() if TROUBLE.search(line)]
+    assert not trouble, "\n".join(trouble)
+    assert "run " in result.stdout and "succeeded" in result.stdout and "demo-out/captions/" in result.stdout
+    for sample in (ROOT / "captioner" / "samples").iterdir():
+        assert f"  {sample.name}" in result.stdout  # every sample's captions, under its name
+    assert "captioner report demo-out" in result.stdout
 
 
 def test_stats_prints_counts_and_json(tmp_path, capsys):

@@ -34,7 +34,7 @@ def test_report_is_self_contained_and_escaped(output_with_images):
     page = report.render(str(output_with_images), StorageConfig())
     assert page.count('<img src="data:image/jpeg;base64,') == 3
     assert "image unavailable" in page
-    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
     assert "<svg" in page and "truncated" in page
     assert "http://" not in page and "https://" not in page  # nothing to fetch
 
@@ -70,6 +70,22 @@ def test_report_shows_images_and_captions_in_chromium(output_with_images, tmp_pa
         captions = page.locator(".caption")
         assert captions.count() == 8 and all(captions.nth(i).is_visible() for i in range(8))
         assert "a red circle" in page.inner_text("body")
+        assert page.locator(".chart svg text", has_text="captions").count() == 2  # y axis of each language
+        assert page.locator(".chart svg text", has_text="score").count() == 2  # x axis
+
+        page.select_option("select[name=lang]", "fr")
+        shown = [captions.nth(i) for i in range(captions.count()) if captions.nth(i).is_visible()]
+        assert len(shown) == 4 and all(c.inner_text().startswith("fr ") for c in shown)
+        assert page.inner_text("#shown") == "4 of 4 shown"
+        page.fill("input[name=text]", "P1.JPG")  # any case
+        visible = [c.inner_text() for c in captions.all() if c.is_visible()]
+        assert len(visible) == 1 and visible[0].startswith("fr ") and visible[0].endswith("/p1.jpg")
+        assert page.inner_text("#shown") == "1 of 4 shown"
+        page.select_option("select[name=lang]", "")
+        page.fill("input[name=text]", "")
+        page.fill("input[name=minscore]", "100")
+        assert not any(c.is_visible() for c in captions.all()) and page.inner_text("#shown") == "0 of 4 shown"
+        page.fill("input[name=minscore]", "")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         browser.close()

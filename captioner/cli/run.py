@@ -24,7 +24,8 @@ from ..config import (
 )
 from .options import add_storage_arguments, csv, storage_config
 
-SAMPLE_CAPTIONS = 12  # images or video segments shown at the end of a run
+SMALL_RUN = 16  # a run of at most this many images shows all its captions at the end
+SAMPLE_CAPTIONS = 12  # caption rows shown at the end of a larger run, the languages taking turns
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -214,20 +215,18 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .. import query, schema
+    from .. import query
     from ..run import pipeline
-    from ..run.summary import format_summary
+    from ..run.summary import format_captions, format_summary, next_commands
 
     config = run_config(args)
     summary = pipeline.run(config)
-    print(format_summary(summary))
+    every = summary.captions > 0 and summary.images <= SMALL_RUN
     options = config.storage.options(summary.output)
-    samples = query.sample(summary.output, SAMPLE_CAPTIONS, summary.run_id if summary.captions else None, options)
-    if samples:
-        print("\nA few captions:")
-        for row in samples:
-            at = f"  {row[schema.START_S]:.0f}-{row[schema.END_S]:.0f} s" if row[schema.SEGMENT] is not None else ""
-            print(f"  [{row[schema.LANG]}] {row[schema.CAPTION]!r}  (score {row[schema.SCORE]:.2f})  {row[schema.URI]}{at}")
+    rows = query.sample(summary.output, summary.captions if every else SAMPLE_CAPTIONS,
+                        summary.run_id if summary.captions else None, options)
+    print("\n\n".join(part for part in (format_summary(summary), format_captions(rows, config.input.uri, every),
+                                          next_commands(summary.output)) if part))
     return 0
 
 

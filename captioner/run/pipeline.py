@@ -1,7 +1,6 @@
 """The one module that knows the stage order: list, subtract done work, read+decode, caption, write."""
 
 import logging
-import os
 import time
 from collections.abc import Iterable
 
@@ -16,14 +15,11 @@ from ..models.preprocess import ImageSpec
 from ..store import fs as storage
 from ..store import manifest, state
 from ..store.lease import Lease
-from . import reading, resources, stages
+from . import cluster, reading, resources, stages
 from .summary import Progress, RunFailed, RunSummary, new_run_id, run_record, run_settings
 
 log = logging.getLogger(__name__)
 
-# Ray's notices that say nothing to act on: its progress bars are off (the run logs progress); a local cluster
-# made itself an auth token (a cluster joined through RAY_ADDRESS keeps that notice).
-QUIET_RAY_LOGGERS = ("ray.data._internal.progress", "ray._private.authentication.authentication_token_setup")
 MIN_IMAGES_FOR_ERROR_RATE = 100  # --max-error-rate judges early only after this many images
 
 
@@ -158,14 +154,14 @@ def _check_error_rate(config: RunConfig, summary: RunSummary, final: bool = Fals
 
 def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, summary: RunSummary,
              started: float, lease: Lease) -> None:
-    _init_ray()
-    cluster = ray.cluster_resources()
-    res = resources.resolve(config.resources, cluster.get("CPU", 1.0), cluster.get("GPU", 0.0))
+    cluster.connect()
+    available = ray.cluster_resources()
+    res = resources.resolve(config.resources, available.get("CPU", 1.0), available.get("GPU", 0.0))
     resources.check_fits(res, [node["Resources"] for node in ray.nodes() if node["Alive"]])
     log.info("caption actors: %d x (%g CPU, %g GPU), batch size %d", res.concurrency, res.num_cpus, res.num_gpus,
              res.batch_size)
 
-    per_block = resources.block_rows(res, todo.num_rows, cluster.get("CPU", 1.0))
+    per_block = resources.block_rows(res, todo.num_rows, available.get("CPU", 1.0))
     ds = ray.data.from_arrow([todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)])
     ds = ds.map_batches(
         reading.read_and_decode,
@@ -194,17 +190,18 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
         batch_format="pyarrow",
         num_cpus=0.25,
     )
-    progress = Progress(todo.num_rows)
     try:
-        for counts in ds.iter_rows():
-            if not summary.images:
-                summary.startup_s = time.monotonic() - started
-            for key in ("images", "captioned", "failed", "segments", "failed_segments", "captions", "empty_captions"):
-                setattr(summary, key, getattr(summary, key) + int(counts[key]))
-            progress.update(summary.images)
-            _check_error_rate(config, summary)
-            if lease.lost:
-                raise RunFailed("another run took over this output's lease; stopping so that only one run writes")
+        with Progress(todo.num_rows) as progress:
+            for counts in ds.iter_rows():
+                if not summary.images:
+                    summary.startup_s = time.monotonic() - started
+                for key in ("images", "captioned", "failed", "segments", "failed_segments", "captions",
+                            "empty_captions"):
+                    setattr(summary, key, getattr(summary, key) + int(counts[key]))
+                progress.update(summary.images)
+                _check_error_rate(config, summary)
+                if lease.lost:
+                    raise RunFailed("another run took over this output's lease; stopping so that only one run writes")
     except Exception as exc:
         failed = _caption_failure(exc)
         if failed is None:
@@ -221,19 +218,3 @@ def _caption_failure(exc: BaseException) -> stages.CaptionFailed | None:
             found = seen  # the innermost is the actor's own, without Ray's traceback text
         seen = getattr(seen, "cause", None) or seen.__cause__
     return found
-
-
-def _init_ray() -> None:
-    """Join the cluster in RAY_ADDRESS if set, else start a local one; keep Ray's own bars quiet (the run logs
-    its progress), and the notice that a local cluster made itself a token (nothing to act on here)."""
-    if not ray.is_initialized():
-        local = not os.environ.get("RAY_ADDRESS")
-        for name in QUIET_RAY_LOGGERS[: None if local else 1]:
-            logging.getLogger(name).setLevel(logging.ERROR)
-        ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING, log_to_driver=True)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.raise_original_map_exception = True  # so a CaptionFailed reaches the driver as itself
-
-

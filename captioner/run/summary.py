@@ -1,14 +1,22 @@
 """What a run tells its user and leaves behind: the summary, progress lines, and the run record."""
 
+import contextlib
 import logging
+import shlex
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import TextIO
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .. import schema
 from ..config import RunConfig, UserError
 from ..store import fs as storage
+from ..store import manifest
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +59,31 @@ class RunFailed(UserError, RuntimeError):
 
 
 class Progress:
-    """Logs done/total, rate and ETA at most every few seconds."""
+    """A live bar with rate and ETA on a terminal; elsewhere (CI, ``ray job submit`` logs) a log line at most
+    every few seconds, since a redrawn bar is noise in a file. Log lines printed meanwhile go above the bar."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
         self.total = total
         self.start = time.monotonic()
         self.last = 0.0
+        stream = stream or sys.stderr
+        self.bar = tqdm(total=total, unit="img", desc="captioning", file=stream, dynamic_ncols=True) \
+            if stream.isatty() else None
+        self._redirect = logging_redirect_tqdm() if self.bar else contextlib.nullcontext()
+
+    def __enter__(self) -> "Progress":
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar:
+            self.bar.close()
+        self._redirect.__exit__(*exc)
 
     def update(self, done: int) -> None:
+        if self.bar:
+            self.bar.update(done - self.bar.n)
+            return
         now = time.monotonic()
         if now - self.last < PROGRESS_EVERY_S and done < self.total:
             return
@@ -108,7 +133,7 @@ def format_summary(summary: RunSummary) -> str:
         f"  images listed   {summary.listed}",
         f"  already done    {summary.skipped}",
         f"  captioned       {summary.captioned}",
-        f"  failed          {summary.failed}   (see errors/)",
+        f"  failed          {summary.failed}" + ("   (see errors/)" if summary.failed else ""),
         f"  video segments  {summary.segments}" + (f"   ({summary.failed_segments} failed: see errors/)"
                                                     if summary.failed_segments else ""),
         f"  caption rows    {summary.captions}",
@@ -116,4 +141,33 @@ def format_summary(summary: RunSummary) -> str:
         f"  elapsed         {summary.elapsed_s:.1f} s ({summary.images_per_s:.1f} images/s; "
         f"first shard committed after {summary.startup_s:.1f} s)",
         f"  output          {summary.output.rstrip('/')}/captions/  (Parquet, partitioned by lang)",
+    ])
+
+
+def format_captions(rows: list[dict], input_uri: str, every: bool) -> str:
+    """Caption rows grouped by image (and video segment), each path shown relative to the run's input."""
+    if not rows:
+        return ""
+    prefix = manifest.absolute(input_uri).rstrip("/") + "/"
+    lines = ["Captions:" if every else "A sample of the captions (captioner query shows them all):"]
+    shown = None
+    for row in rows:
+        item = (row[schema.URI], row[schema.SEGMENT])
+        if item != shown:
+            shown = item
+            path = item[0][len(prefix):] if item[0].startswith(prefix) else item[0]
+            at = f"  ({row[schema.START_S]:.0f}-{row[schema.END_S]:.0f} s)" if item[1] is not None else ""
+            lines.append(f"  {path}{at}")
+        lines.append(f"    {row[schema.LANG]}  {row[schema.CAPTION] or '(empty)'}   score {row[schema.SCORE]:.2f}")
+    return "\n".join(lines)
+
+
+def next_commands(output: str) -> str:
+    """What to try once a run has ended."""
+    out = shlex.quote(output.rstrip("/"))
+    return "\n".join([
+        "Next:",
+        f"  captioner report {out} --html report.html   # a page to browse, filter and score the captions",
+        f"  captioner query {out} --lang en --limit 5   # filter by language, score, text, path; or --sql",
+        f"  captioner stats {out}                       # counts, scores per language, errors by type",
     ])

@@ -57,7 +57,7 @@ def _read_manifest_file(uri: str, options: dict | None) -> pa.Table:
     if schema.URI not in table.column_names:
         raise InputError(f"manifest {uri!r} has no {schema.URI!r} column; columns are {table.column_names}")
     table = table.set_column(table.column_names.index(schema.URI), schema.URI,
-                             pa.array([_absolute(u) for u in table[schema.URI].to_pylist()], pa.string()))
+                             pa.array([absolute(u) for u in table[schema.URI].to_pylist()], pa.string()))
     columns = {}
     for field in schema.MANIFEST:
         if field.name in table.column_names:
@@ -67,7 +67,7 @@ def _read_manifest_file(uri: str, options: dict | None) -> pa.Table:
     return pa.table(columns, schema=schema.MANIFEST).combine_chunks()
 
 
-def _absolute(uri: str) -> str:
+def absolute(uri: str) -> str:
     """The URI a listing would give: relative local paths made absolute, so every worker can open them."""
     return uri if "://" in uri else os.path.abspath(uri)
 

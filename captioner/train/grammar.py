@@ -6,9 +6,14 @@ grammar; `named` reads the colour and shape words back so a generated caption ca
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 
-from .scenes import COLOURS, LANGUAGES, SHAPES, Scene, Shape
+from .scenes import COLOURS, LANGUAGES, RELATIONS, SHAPES, Scene, Shape
+
+# What a caption says, by English names: ((colour, shape),) or ((colour, shape), relation, (colour, shape)).
+Meaning = tuple
 
 _FR_NOUNS = {"circle": ("cercle", "m"), "square": ("carré", "m"), "triangle": ("triangle", "m"),
              "star": ("étoile", "f"), "diamond": ("losange", "m")}
@@ -91,3 +96,28 @@ def named(text: str, lang: str) -> tuple[set[str], set[str]]:
     words = set(re.findall(r"\w+", text.lower()))
     colours, shapes = vocabulary(lang)
     return ({c for c, forms in colours.items() if forms & words}, {s for s, forms in shapes.items() if forms & words})
+
+
+@functools.cache
+def _meanings(lang: str) -> dict[str, Meaning]:
+    """Every caption the grammar can write in `lang`, with what it says: 6,440 short strings per language."""
+    things = [(colour, kind) for colour in COLOURS for kind in SHAPES]
+    shape = {t: Shape(t[1], t[0], COLOURS[t[0]], (0.0, 0.0, 0.0, 0.0)) for t in things}
+    table = {caption(Scene((shape[t],), None, None), lang): (t,) for t in things}
+    for first, relation, second in itertools.product(things, RELATIONS, things):
+        table[caption(Scene((shape[first], shape[second]), relation, None), lang)] = (first, relation, second)
+    return table
+
+
+def parse(text: str, lang: str) -> Meaning | None:
+    """What a caption says (`Meaning`), or None when the grammar could not have written it; reading back
+    through every caption the grammar writes keeps it exact in every language."""
+    return _meanings(lang).get(text.strip())
+
+
+def canonical(meaning: Meaning) -> Meaning:
+    """One form for the two ways to say a layout: "a above b" is "b below a", "a right of b" is "b left of a"."""
+    if len(meaning) == 3 and meaning[1] in ("below", "right"):
+        first, relation, second = meaning
+        return (second, "above" if relation == "below" else "left", first)
+    return meaning

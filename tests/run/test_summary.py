@@ -1,7 +1,10 @@
 import logging
 
 from captioner.config import InputConfig, ModelConfig, RunConfig
-from captioner.run.summary import Progress, RunSummary, format_summary, run_record, run_settings
+import io
+
+from captioner.run.summary import (Progress, RunSummary, format_captions, format_summary, next_commands, run_record,
+                                   run_settings)
 
 
 def test_summary_says_what_happened_and_where_the_captions_are():
@@ -33,3 +36,31 @@ def test_progress_logs_rate_and_eta(caplog):
     assert len(lines) == 2
     assert lines[0].startswith("5/10 images (50%)") and "ETA" in lines[0]
     assert lines[1].startswith("10/10 images (100%)")
+
+
+def test_progress_is_a_live_bar_with_rate_and_eta_on_a_terminal(caplog):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    with caplog.at_level(logging.INFO, logger="captioner.run.summary"), Progress(total=10, stream=screen) as progress:
+        progress.update(5)
+        progress.update(10)
+    assert "10/10" in screen.getvalue() and "img/s" in screen.getvalue()
+    assert "<" in screen.getvalue()  # elapsed<remaining: the ETA
+    assert not caplog.records  # no log lines besides the bar
+
+
+def test_captions_are_grouped_by_image_relative_to_the_input_and_next_commands_follow():
+    rows = [{"uri": "s3://b/in/cat.jpg", "segment": None, "start_s": None, "end_s": None, "lang": lang,
+             "caption": text, "score": -0.25} for lang, text in (("en", "a cat"), ("fr", ""))]
+    rows.append({"uri": "s3://b/in/clip.mp4", "segment": 1, "start_s": 10.0, "end_s": 20.0, "lang": "en",
+                 "caption": "a dog", "score": -0.5})
+    assert format_captions(rows, "s3://b/in/", every=True).splitlines() == [
+        "Captions:", "  cat.jpg", "    en  a cat   score -0.25", "    fr  (empty)   score -0.25",
+        "  clip.mp4  (10-20 s)", "    en  a dog   score -0.50"]
+    assert format_captions([], "in", every=True) == ""
+    assert format_captions(rows, "elsewhere", every=False).splitlines()[1] == "  s3://b/in/cat.jpg"
+    commands = next_commands("my out/")
+    assert "captioner report 'my out' --html report.html" in commands and "captioner query 'my out'" in commands

@@ -1,6 +1,6 @@
 import pytest
 
-from captioner.train.grammar import caption, named
+from captioner.train.grammar import canonical, caption, named, parse
 from captioner.train.scenes import COLOURS, LANGUAGES, Background, Scene, Shape
 
 GREY = Background("plain", ((128, 128, 128), (128, 128, 128)), period=0.1, angle=0.0, seed=0)
@@ -74,3 +74,21 @@ def test_named_reads_colours_and_shapes_back_from_inflected_captions():
         {"orange", "purple"}, {"square", "diamond"})
     assert named("une étoile blanche", "fr") == ({"white"}, {"star"})
     assert named("a red", "en") == ({"red"}, set())
+
+
+@pytest.mark.parametrize("example, _", HAND_CHECKED)
+def test_parse_reads_back_what_every_caption_says_and_canonical_joins_the_two_orders(example, _):
+    meanings = {lang: parse(caption(example, lang), lang) for lang in LANGUAGES}
+    assert len(set(meanings.values())) == 1  # the same meaning in every language
+    meaning = meanings["en"]
+    assert meaning[0] == (example.shapes[0].colour, example.shapes[0].kind)
+    if example.relation:
+        assert meaning[1:] == (example.relation, (example.shapes[1].colour, example.shapes[1].kind))
+
+
+def test_parse_refuses_what_the_grammar_cannot_write_and_canonical_is_order_free():
+    assert parse("a red circle next to a blue square", "en") is None and parse("", "fr") is None
+    below = parse("a red circle below a blue square", "en")
+    above = parse("ein blaues Quadrat über einem roten Kreis", "de")
+    assert below != above and canonical(below) == canonical(above) == (("blue", "square"), "above", ("red", "circle"))
+    assert canonical(parse("a red circle", "en")) == (("red", "circle"),)

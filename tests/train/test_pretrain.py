@@ -5,7 +5,7 @@ import torch
 from transformers import AutoTokenizer, ViTModel
 
 from captioner.train.build import build_model, prepare_output
-from captioner.train.pretrain import pretrain_encoder
+from captioner.train.pretrain import CONCEPTS, ROLES, concept_targets, pretrain_encoder
 from captioner.train.scenes import encode, render, scenes
 from captioner.train.synth import PARQUET_SCHEMA
 from trainkit import data, tiny_config  # noqa: F401 (data is a fixture)
@@ -32,3 +32,16 @@ def test_encoder_pretraining_refuses_captions_without_synthetic_concepts(tmp_pat
     prepare_output(config)
     with pytest.raises(ValueError, match="pass a pretrained encoder"):
         pretrain_encoder(config)
+
+
+def test_targets_name_each_concept_anywhere_and_in_its_place():
+    targets = concept_targets(["ein roter Kreis unter einem blauen Quadrat", "a green star", "a photo"],
+                              ["de", "en", "en"]).view(3, len(ROLES), len(CONCEPTS))
+
+    def on(row: int) -> set[tuple[str, str]]:
+        return {(ROLES[r], CONCEPTS[c]) for r, c in targets[row].nonzero().tolist()}
+
+    assert on(0) == {("any", "red"), ("any", "circle"), ("any", "blue"), ("any", "square"),
+                     ("lower", "red"), ("lower", "circle"), ("upper", "blue"), ("upper", "square")}
+    assert on(1) == {("any", "green"), ("any", "star")}
+    assert on(2) == set()  # not a caption the grammar writes: no targets
