@@ -4,6 +4,7 @@ Output layout under OUTPUT:
   captions/lang=xx/part-*.parquet   one row per (image or video segment, language); ``lang`` is the directory
   errors/part-*.parquet             one row per file (or video segment) that could not be captioned
   _commits/<shard>.json             commit marker of one shard: its files and counts, written last
+  _inflight/<run>/<shard>.json      while a write task writes its shard: what a stopping run waits for
   _lease.json                       held by the run writing to OUTPUT; refuses a second writer
   runs/<run_id>/manifest.parquet    the frozen listing the run worked from
   runs/<run_id>/run.json            the run record (counts, timings, settings, status)
@@ -53,6 +54,7 @@ CAPTIONS_DIR = "captions"
 ERRORS_DIR = "errors"
 RUNS_DIR = "runs"
 COMMITS_DIR = "_commits"
+INFLIGHT_DIR = "_inflight"  # _inflight/<run>/<shard>.json while a write task writes that shard
 LEASE_FILE = "_lease.json"
 
 # Error types worth another try on the next run without --retry-errors: the store, not the image, failed.

@@ -2,7 +2,8 @@
 
 Each client connection carries one request (the proxy asks both sides to close after it), so every request
 is decided alone: passed on, answered 503 SlowDown as S3 does when throttling, answered 403 AccessDenied
-(to play a bucket whose policy refuses an action), or dropped with a TCP reset before it reaches the server.
+(to play a bucket whose policy refuses an action), dropped with a TCP reset before it reaches the server, or
+held back until the test opens its gate (a write that a slow or retrying store delivers late).
 """
 
 import random
@@ -18,6 +19,18 @@ ACCESS_DENIED = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>Acce
                  b"<Message>Access Denied</Message><RequestId>proxy</RequestId></Error>")
 
 
+class Gate:
+    """Holds back the next request that matches until ``open``; ``reached`` is set once one is waiting."""
+
+    def __init__(self, method: str, part: str) -> None:
+        self.method, self.part = method, part
+        self.reached = threading.Event()
+        self._open = threading.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+
 class FaultyProxy:
     """``error_rate`` of requests get 503 SlowDown, ``reset_rate`` a connection reset; ``deny`` holds
     (method, query-substring) pairs answered 403, e.g. ("PUT", "") for every write."""
@@ -28,6 +41,7 @@ class FaultyProxy:
         self.error_rate = error_rate
         self.reset_rate = reset_rate
         self.deny: set[tuple[str, str]] = set()
+        self.gates: list[Gate] = []
         self.counts: Counter = Counter()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -50,6 +64,21 @@ class FaultyProxy:
         self._server.shutdown()
         self._server.server_close()
 
+    def hold(self, method: str, part: str) -> Gate:
+        """Hold back the next ``method`` request whose target contains ``part``."""
+        gate = Gate(method, part)
+        with self._lock:
+            self.gates.append(gate)
+        return gate
+
+    def _gate(self, method: str, target: str) -> Gate | None:
+        with self._lock:
+            for gate in self.gates:
+                if gate.method == method and gate.part in target:
+                    self.gates.remove(gate)
+                    return gate
+        return None
+
     def _decide(self, method: str, target: str) -> str:
         with self._lock:
             if any(method == m and part in target for m, part in self.deny):
@@ -66,6 +95,10 @@ class FaultyProxy:
         if not head:
             return
         method, target = head.split(b" ", 2)[:2]
+        gate = self._gate(method.decode(), target.decode())
+        if gate:
+            gate.reached.set()
+            gate._open.wait(60)
         choice = self._decide(method.decode(), target.decode())
         if choice == "reset":
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

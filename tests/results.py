@@ -21,8 +21,8 @@ def image_results(uris, failed=(), run_id="r", fingerprint="f", langs=("en", "fr
                              "producer": "native", "num_candidates": 1, "fingerprint": fingerprint}
                             for lang in langs])
         count = (videos or {}).get(uri)
-        rows += [{**row, "segment": k, "start_s": 10.0 * k, "end_s": 10.0 * k + 10, "segments": count}
-                 for k in range(count)] if count else [row]
+        rows += [{**row, "segment": k, "start_s": 10.0 * k, "end_s": 10.0 * k + 10, "segments": count,
+                  "counted": k == 0} for k in range(count)] if count else [row]  # a video counts once
     return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)
 
 

@@ -1,5 +1,6 @@
 """The one module that knows the stage order: list, subtract done work, read+decode, caption, write."""
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -13,13 +14,14 @@ from ..fingerprint import fingerprint, fingerprints
 from ..models import loading, translation
 from ..models.preprocess import ImageSpec
 from ..store import fs as storage
-from ..store import manifest, state
+from ..store import manifest, rewrite, state
 from ..store.lease import Lease
 from . import cluster, reading, resources, stages
 from .summary import Progress, RunFailed, RunSummary, new_run_id, run_record, run_settings
 
 log = logging.getLogger(__name__)
 
+DRAIN_S = 60.0  # how long a stopping run waits for its write tasks
 MIN_IMAGES_FOR_ERROR_RATE = 100  # --max-error-rate judges early only after this many images
 
 
@@ -33,8 +35,9 @@ def run(config: RunConfig) -> RunSummary:
     images = _model_inputs(config)
     opts = config.storage.options(config.output)
     with Lease(config.output, summary.run_id, opts) as lease:
+        lease.check()
+        state.remove_orphans(config.output, opts)
         shards = state.committed(config.output, opts)
-        state.remove_orphans(config.output, shards, opts)
         others = state.conflicts(shards, fingerprints(config))
         if others and config.mode == "resume":
             raise ConfigError(_mixed_settings_message(config, others))
@@ -51,15 +54,25 @@ def run(config: RunConfig) -> RunSummary:
                 _execute(config, images, todo, summary, started, lease)
             _check_error_rate(config, summary, final=True)
             if config.mode == "overwrite" and others:
+                lease.check()
                 _replace(config, others)
             summary.status = "succeeded"
         except BaseException:
             summary.status = "failed"
+            _drain(config, summary.run_id)
             raise
         finally:
             summary.elapsed_s = time.monotonic() - started
             state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
     return summary
+
+
+def _drain(config: RunConfig, run_id: str) -> None:
+    """A stopping run waits for its write tasks still writing before it lets the lease go, so that the next run's
+    clean-up never races a marker being written; past DRAIN_S it goes (readers skip markers with missing files)."""
+    running = state.drain(config.output, run_id, DRAIN_S, config.storage.options(config.output))
+    if running:
+        log.warning("%d write tasks were still running %.0f s after the run stopped; leaving them", running, DRAIN_S)
 
 
 def _check_stores(config: RunConfig) -> None:
@@ -77,7 +90,7 @@ def _replace(config: RunConfig, others: dict[str, set[str]]) -> None:
     shards = state.committed(config.output, opts)
     superseded = state.captions(config.output, shards, opts, fingerprints(config)).to_table(
         columns=[schema.URI, schema.LANG])
-    removed = state.drop_rows(config.output, shards, set().union(*others.values()), superseded, opts)
+    removed = rewrite.drop_rows(config.output, shards, set().union(*others.values()), superseded, opts)
     log.info("overwrite: removed %d rows made with other settings", removed)
 
 
@@ -190,9 +203,10 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
         batch_format="pyarrow",
         num_cpus=0.25,
     )
+    rows = iter(ds.iter_rows())
     try:
-        with Progress(todo.num_rows) as progress:
-            for counts in ds.iter_rows():
+        with Progress(todo.num_rows) as progress, contextlib.closing(rows):  # closing stops the dataset's tasks
+            for counts in rows:
                 if not summary.images:
                     summary.startup_s = time.monotonic() - started
                 for key in ("images", "captioned", "failed", "segments", "failed_segments", "captions",
@@ -201,7 +215,7 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
                 progress.update(summary.images)
                 _check_error_rate(config, summary)
                 if lease.lost:
-                    raise RunFailed("another run took over this output's lease; stopping so that only one run writes")
+                    lease.check()
     except Exception as exc:
         failed = _caption_failure(exc)
         if failed is None:

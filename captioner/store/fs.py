@@ -139,6 +139,15 @@ def read_bytes(uri: str, options: dict | None = None, limit: int | None = None) 
     return fs.cat_file(path) if limit is None else fs.cat_file(path, start=0, end=limit)
 
 
+def remove(uri: str, options: dict | None = None) -> None:
+    """Delete one file; one already gone is no error."""
+    fs, path = filesystem(uri, options)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+
+
 def write_bytes_atomic(uri: str, data: bytes, options: dict | None = None) -> None:
     """Readers see the whole file or nothing: a local temp file renamed into place, or one object PUT."""
     fs, path = filesystem(uri, options)

@@ -1,18 +1,20 @@
 """The state of an output folder: committed shards, orphan clean-up, run records.
 
-A shard is committed when its marker ``_commits/<shard>.json`` exists; the marker is written after the
-shard's Parquet files and lists them. Readers and resume see committed shards only, so a crash between
-a data file and its marker can never show a row twice; the next run deletes such orphans.
+A shard is committed when its marker ``_commits/<shard>.json`` exists and every file it lists does; the marker
+is written after the shard's Parquet files and lists them. Readers and resume see committed shards only, so a
+crash between a data file and its marker can never show a row twice; the next run deletes such orphans. A marker
+whose files are gone (a write that finished after its run stopped waiting for it) commits nothing: its images
+are done again.
 """
 
 import json
 import logging
 import posixpath
 import re
+import time
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from .. import schema
@@ -41,44 +43,32 @@ def commit(output: str, shard: Shard, options: dict | None = None) -> None:
 
 
 def committed(output: str, options: dict | None = None) -> list[Shard]:
-    """Every committed shard, read in one batched request."""
+    """Every committed shard: markers read in one batched request, then kept only where their files all exist."""
+    return [shard for _, shard in _markers(output, options)[0]]
+
+
+def _markers(output: str, options: dict | None) -> tuple[list[tuple[str, Shard]], list[str]]:
+    """((marker path, shard) of every complete marker, paths of markers whose files are missing)."""
     fs, root = storage.filesystem(output, options)
     folder = storage.join(root, schema.COMMITS_DIR)
     if not fs.exists(folder):
-        return []
+        return [], []
     paths = sorted(p for p in fs.find(folder) if p.endswith(".json"))
-    shards = []
-    for data in fs.cat(paths, on_error="raise").values():  # a partial view could delete a committed shard
+    found = []
+    for path, data in sorted(fs.cat(paths, on_error="raise").items()):  # a partial view could delete a commit
         record = json.loads(data)
-        shards.append(Shard(**{**record, "files": tuple(record["files"])}))
-    return shards
-
-
-def drop_rows(output: str, shards: list[Shard], files: set[str], superseded: pa.Table,
-              options: dict | None = None) -> int:
-    """Remove from ``files`` the rows whose (uri, lang) is in ``superseded``: rows replaced by newer ones.
-
-    Each file is rewritten atomically without those rows, or taken out of its shard when none are left;
-    rows of images the new run did not cover stay. Returns the number of rows removed.
-    """
-    fs, root = storage.filesystem(output, options)
-    removed = 0
-    emptied = set()
-    for path in sorted(files):
-        lang = file_lang(path)
-        gone = pc.field(schema.URI).isin(superseded.filter(pc.equal(superseded[schema.LANG], lang))[schema.URI])
-        table = pads.dataset(storage.join(root, path), filesystem=fs, format="parquet").to_table()
-        kept = table.filter(~gone)
-        if kept.num_rows == table.num_rows:
-            continue
-        removed += table.num_rows - kept.num_rows
-        if kept.num_rows:
-            storage.write_parquet_atomic(storage.join(output, path), kept, options)
-        else:
-            emptied.add(path)
-    if emptied:
-        remove_files(output, shards, emptied, options)
-    return removed
+        found.append((path, Shard(**{**record, "files": tuple(record["files"])})))
+    present = set()  # listed after the markers were read, so a marker's files were written before the listing
+    for sub in (schema.CAPTIONS_DIR, schema.ERRORS_DIR):
+        base = storage.join(root, sub)
+        if fs.exists(base):
+            present.update(p[len(root.rstrip("/")) + 1:] for p in fs.find(base))
+    complete = [(path, shard) for path, shard in found if present.issuperset(shard.files)]
+    broken = [path for path, shard in found if not present.issuperset(shard.files)]
+    if broken:
+        log.warning("%d commit markers name files that are gone; their shards count as not written and their "
+                    "images are done again", len(broken))
+    return complete, broken
 
 
 def file_lang(path: str) -> str | None:
@@ -89,31 +79,15 @@ def file_lang(path: str) -> str | None:
     return parts[1].removeprefix(f"{schema.LANG}=")
 
 
-def remove_files(output: str, shards: list[Shard], files: set[str], options: dict | None = None) -> None:
-    """Take files out of their shards: each marker is rewritten (or removed) first, then the files go,
-    so no reader ever sees a listed file missing."""
-    fs, root = storage.filesystem(output, options)
-    for shard in shards:
-        kept = tuple(f for f in shard.files if f not in files)
-        if len(kept) == len(shard.files):
-            continue
-        if kept:
-            langs = {file_lang(f) for f in kept}
-            commit(output, Shard(shard.name, shard.run_id, kept, {k: v for k, v in shard.fingerprints.items()
-                                                                   if k in langs}, shard.counts,
-                                 shard.errors_by_type), options)
-        else:
-            fs.rm(storage.join(root, schema.COMMITS_DIR, shard.name.replace(".parquet", ".json")))
-    fs.rm([storage.join(root, f) for f in sorted(files)])
-
-
-def remove_orphans(output: str, shards: list[Shard], options: dict | None = None) -> int:
-    """Delete data files no marker lists: the leftovers of a run that died between a file and its marker.
+def remove_orphans(output: str, options: dict | None = None) -> int:
+    """Delete what no complete marker stands for: data files of a run that died between a file and its marker,
+    markers whose files are gone, and the in-flight records of stopped runs. Call it holding the lease.
 
     Only files named the way captioner names them are touched, never anything else found under OUTPUT.
     """
     fs, root = storage.filesystem(output, options)
-    listed = {f for s in shards for f in s.files}
+    complete, broken = _markers(output, options)
+    listed = {f for _, s in complete for f in s.files}
     orphans = []
     for folder in (schema.CAPTIONS_DIR, schema.ERRORS_DIR):
         base = storage.join(root, folder)
@@ -122,10 +96,32 @@ def remove_orphans(output: str, shards: list[Shard], options: dict | None = None
                 relative = path[len(root.rstrip("/")) + 1:]
                 if relative not in listed and _OURS.match(posixpath.basename(path)):
                     orphans.append(path)
+    if broken:
+        fs.rm(broken)
     if orphans:
         log.info("removing %d uncommitted files left by an interrupted run", len(orphans))
         fs.rm(orphans)
+    inflight = storage.join(root, schema.INFLIGHT_DIR)
+    if fs.exists(inflight):
+        fs.rm(inflight, recursive=True)
     return len(orphans)
+
+
+def inflight_marker(output: str, run_id: str, shard: str) -> str:
+    return storage.join(output, schema.INFLIGHT_DIR, run_id, shard.replace(".parquet", ".json"))
+
+
+def drain(output: str, run_id: str, timeout_s: float, options: dict | None = None) -> int:
+    """Wait up to ``timeout_s`` for the write tasks of ``run_id`` still writing; returns how many still are."""
+    fs, root = storage.filesystem(output, options)
+    folder = storage.join(root, schema.INFLIGHT_DIR, run_id)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        fs.invalidate_cache(folder)
+        running = len(fs.ls(folder)) if fs.exists(folder) else 0
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.5)
 
 
 def _dataset(output: str, files: list[str], file_schema: pa.Schema, options: dict | None, hive: bool) -> pads.Dataset:

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from .. import schema
 from . import fs as storage
-from .state import Shard, commit
+from .state import Shard, commit, inflight_marker
 
 
 def _count(mask: pa.ChunkedArray) -> int:
@@ -59,6 +59,8 @@ def write_shard(images: pa.Table, output: str, options: dict | None = None) -> d
     captions = caption_rows(images.filter(pc.invert(failed)))
     run_id = images[schema.RUN_ID][0].as_py()
     name = shard_name(run_id, _keys(images))
+    inflight = inflight_marker(output, run_id, name)
+    storage.write_bytes_atomic(inflight, b"{}", options)  # what a stopping run waits for
     files = []
     for lang in pc.unique(captions[schema.LANG]).to_pylist():
         part = captions.filter(pc.equal(captions[schema.LANG], lang))
@@ -86,4 +88,5 @@ def write_shard(images: pa.Table, output: str, options: dict | None = None) -> d
     shard = Shard(name=name, run_id=run_id, files=tuple(files), fingerprints=fingerprints, counts=counts,
                   errors_by_type=dict(kinds))
     commit(output, shard, options)
+    storage.remove(inflight, options)
     return counts

@@ -1,19 +1,24 @@
+import json
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+from captioner.config import StorageConfig
 from captioner.store import lease as lease_module
-from captioner.store.lease import Lease, OutputBusy
+from captioner.store.fs import StoreError
+from captioner.store.lease import Lease, LeaseLost, OutputBusy
 
 
 def test_lease_refuses_a_second_writer_and_is_released(tmp_path):
     out = str(tmp_path)
-    with Lease(out, "run-1"):
+    with Lease(out, "run-1") as first:
         with pytest.raises(OutputBusy, match="run-1"):
             with Lease(out, "run-2"):
                 pass
+        first.check()  # still ours
     assert not (tmp_path / "_lease.json").exists()
     with Lease(out, "run-3"):
         pass
@@ -28,14 +33,56 @@ def test_lease_of_a_dead_process_is_taken_over_at_once(tmp_path):
         pass
 
 
-def test_lease_of_a_silent_remote_holder_lapses(tmp_path, monkeypatch):
-    out = str(tmp_path)
-    lease = Lease(out, "remote")
-    lease.record["host"] = "some-other-host"
-    lease._write()
-    with pytest.raises(OutputBusy):
-        Lease(out, "mine").__enter__()
-    monkeypatch.setattr(lease_module, "LEASE_TTL_S", 0.01)
-    time.sleep(0.05)
-    with Lease(out, "mine"):
-        pass
+def test_outputs_on_stores_without_conditional_writes_are_refused():
+    with pytest.raises(StoreError, match="local folder or to S3"):
+        Lease("memory://out", "r1")
+
+
+def _s3_options(endpoint: str) -> dict:
+    return StorageConfig(endpoint_url=endpoint).options("s3://")
+
+
+def test_of_two_runs_racing_through_a_slow_store_exactly_one_holds_the_s3_lease(s3, s3_server, faulty_s3):
+    fs, bucket = s3
+    out = f"s3://{bucket}/out"
+    gate = faulty_s3.hold("PUT", "_lease.json")
+    late, won = Lease(out, "late", _s3_options(faulty_s3.url)), Lease(out, "first", _s3_options(s3_server))
+    outcome: dict = {}
+
+    def start_late() -> None:
+        try:
+            late.__enter__()
+            outcome["late"] = "holds"
+        except OutputBusy as exc:
+            outcome["late"] = str(exc)
+
+    thread = threading.Thread(target=start_late)
+    thread.start()
+    assert gate.reached.wait(30)  # the late run's create is on its way, held back by the store
+    with won:
+        gate.open()
+        thread.join(30)
+        assert "run first" in outcome["late"]  # refused: the create was conditional
+        won.check()
+        assert json.loads(fs.cat_file(f"{bucket}/out/_lease.json"))["run_id"] == "first"
+    assert not fs.exists(f"{bucket}/out/_lease.json")
+
+
+def test_an_s3_lease_taken_over_is_lost_by_its_holder_and_checked_before_destructive_steps(s3, s3_server,
+                                                                                           monkeypatch):
+    fs, bucket = s3
+    out = f"s3://{bucket}/out"
+    stale = Lease(out, "stale", _s3_options(s3_server))
+    stale.__enter__()
+    stale._stop.set()  # its renewals stop, as when its machine hangs
+    with pytest.raises(OutputBusy, match="run stale"):
+        Lease(out, "next", _s3_options(s3_server)).__enter__()
+    monkeypatch.setattr(lease_module, "LEASE_TTL_S", 0.5)
+    time.sleep(1.5)  # lapsed by the store's clock (whole seconds)
+    with Lease(out, "next", _s3_options(s3_server)) as taken:
+        assert not stale._holder.renew()
+        with pytest.raises(LeaseLost, match="another run took over"):
+            stale.check()
+        stale.__exit__(None, None, None)  # a lost lease is not released: the new holder keeps it
+        taken.check()
+        assert json.loads(fs.cat_file(f"{bucket}/out/_lease.json"))["run_id"] == "next"

@@ -16,23 +16,31 @@ def test_committed_sees_only_marked_shards_and_orphans_go(tmp_path):
     shards = state.committed(out)
     assert len(shards) == 1
     assert state.captions(out, shards).count_rows() == 4  # the orphan's copies are not read
-    assert state.remove_orphans(out, shards) == 1 and not orphan.exists() and foreign.exists()
-    assert state.remove_orphans(out, shards) == 0
+    assert state.remove_orphans(out) == 1 and not orphan.exists() and foreign.exists()
+    assert state.remove_orphans(out) == 0
 
 
-def test_files_made_with_other_settings_are_found_and_replaced(tmp_path):
+def test_a_marker_whose_files_are_gone_commits_nothing_and_is_cleaned_up(tmp_path):
     out = str(tmp_path)
-    writer.write_shard(image_results(["a", "b"], failed={"b": "empty"}, run_id="r1", fingerprint="old"), out)
-    writer.write_shard(image_results(["a"], run_id="r2", fingerprint="new", langs=("en",)), out)
-    shards = state.committed(out)
-    found = state.conflicts(shards, {"en": "new"})  # fr is not asked for: its old rows are no conflict
-    assert list(found) == ["en:old (run r1)"]
-    assert state.captions(out, shards, fingerprints={"en": "new"}).count_rows() == 1
-    state.remove_files(out, shards, set().union(*found.values()))
-    left = {s.run_id: s for s in state.committed(out)}
-    assert left["r1"].fingerprints == {"fr": "old"} and len(left["r1"].files) == 2  # fr captions and errors stay
-    listed = sorted(f for s in left.values() for f in s.files)
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet")) == listed
+    writer.write_shard(image_results(["a"], run_id="r1"), out)
+    writer.write_shard(image_results(["b"], run_id="r2"), out)
+    late = next(s for s in state.committed(out) if s.run_id == "r2")
+    os.remove(tmp_path / late.files[0])  # deleted as an orphan before its late marker landed
+    assert [s.run_id for s in state.committed(out)] == ["r1"]  # r2's images are done again, not a failed read
+    assert state.captions(out, state.committed(out)).count_rows() == 2
+    assert state.remove_orphans(out) == 1  # r2's other file goes too, and so does its marker
+    assert len(list((tmp_path / "_commits").iterdir())) == 1 and state.remove_orphans(out) == 0
+
+
+def test_a_stopping_run_waits_for_its_writes_in_flight_and_no_longer(tmp_path):
+    out = str(tmp_path)
+    writer.write_shard(image_results(["a"], run_id="r1"), out)
+    assert not list(tmp_path.glob("_inflight/*/*"))  # a finished write leaves no in-flight record
+    state.storage.write_bytes_atomic(state.inflight_marker(out, "r1", "part-x.parquet"), b"{}")
+    assert state.drain(out, "r1", timeout_s=0.6) == 1  # still running after the bound: given up on
+    assert state.drain(out, "r2", timeout_s=5) == 0
+    state.remove_orphans(out)  # the next run holds the lease: nothing of r1 is still writing
+    assert not (tmp_path / "_inflight").exists()
 
 
 def test_empty_output_reads_as_empty(tmp_path):
