@@ -55,6 +55,7 @@ from PIL import Image, JpegImagePlugin
 from torch.utils.flop_counter import FlopCounterMode
 
 from captioner import schema
+from captioner.fingerprint import fingerprints
 from captioner.media import image as images
 from captioner.media import sandbox
 from captioner.models import loading as model
@@ -456,7 +457,7 @@ def main(argv: list[str]) -> int:
     actor = None
     batch_size = resources.batch_size
     if "model" not in skip:
-        actor = stages.CaptionActor(config, run_id="bench", num_threads=cpus)
+        actor = stages.CaptionActor(config, run_id="bench", num_threads=cpus, fingerprints=fingerprints(config))
         if cuda and not args.batch_size:
             batch_size, report["batch_size_search"] = pick_batch_size(actor, paths, config)
         batches = decoded_batches(paths, config, batch_size)

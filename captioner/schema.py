@@ -57,8 +57,9 @@ COMMITS_DIR = "_commits"
 INFLIGHT_DIR = "_inflight"  # _inflight/<run>/<shard>.json while a write task writes that shard
 LEASE_FILE = "_lease.json"
 
-# Error types worth another try on the next run without --retry-errors: the store, not the image, failed.
-TRANSIENT_ERRORS = frozenset({"read_error", "changed", "caption_error"})
+# Error types worth another try on the next run without --retry-errors: the store or the worker, not the image,
+# failed.
+TRANSIENT_ERRORS = frozenset({"read_error", "changed", "caption_error", "decoder_unavailable"})
 
 MANIFEST = pa.schema(
     [

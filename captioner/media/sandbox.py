@@ -7,10 +7,8 @@ child process can be bounded from outside: it runs ``image.decode`` under an add
 timer kills it should the parent be gone, and the parent kills it when an image overruns its budget. One
 child serves many files and is started again after a failure. Videos are read by the child itself, through
 fsspec (ranged reads), with a budget of ``timeout_s`` to open one and as much again per segment it decodes, and
-an address-space allowance that grows with the frames it returns.
-
-Run as ``python -m captioner.media.sandbox MEMORY_MB TIMEOUT_S`` by ``Decoder``; it speaks length-prefixed pickles
-over its stdin and stdout (both ends are this module, in the same installation).
+an address-space allowance that grows with the frames it returns. ``Decoder`` runs it as ``python -m
+captioner.media.sandbox MEMORY_MB TIMEOUT_S``; both speak length-prefixed pickles over the child's stdin/stdout.
 """
 
 import contextlib
@@ -41,6 +39,10 @@ PIPE_BYTES = 1 << 20  # the most an unprivileged process may ask for by default
 KILL_GRACE_S = 1.0  # the child's own timer fires this long after the parent's budget, as a backstop
 # One thread each in the child: decoding one image needs no pool, and idle pools still reserve address space.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class DecoderUnavailable(RuntimeError):
+    """The child could not start: the worker's trouble, not the file's, so worth another try later."""
 
 
 class Decoder:
@@ -105,7 +107,8 @@ class Decoder:
                 raise EOFError
         except (EOFError, TimeoutError, OSError) as exc:
             code = self._stop()
-            raise RuntimeError(f"the image decoding process did not start (exit status {code})") from exc
+            raise DecoderUnavailable(f"the decoding process did not start (exit status {code}); the worker may be "
+                                     "short of memory") from exc
         log.debug("decoding process %d started", self._proc.pid)
 
     def _send(self, request: bytes, data: bytes) -> None:

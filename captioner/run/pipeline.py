@@ -189,7 +189,8 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
     )
     ds = ds.map_batches(
         stages.CaptionActor,
-        fn_constructor_kwargs={"config": config, "run_id": summary.run_id, "num_threads": res.num_threads},
+        fn_constructor_kwargs={"config": config, "run_id": summary.run_id, "num_threads": res.num_threads,
+                               "fingerprints": fingerprints(config)},
         compute=ray.data.ActorPoolStrategy(min_size=res.concurrency, max_size=res.max_concurrency or res.concurrency),
         batch_size=res.batch_size,
         batch_format="numpy",

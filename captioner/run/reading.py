@@ -49,6 +49,8 @@ def read_and_decode(batch: dict[str, np.ndarray], images: dict[str, ImageSpec], 
                 rows.append(_failed(row, "too_large", _too_large(row[schema.SIZE], limits)))
             else:
                 rows.append(_image_row(decoder, row, images, store, limits))
+        except sandbox.DecoderUnavailable as exc:
+            rows.append(_failed(row, "decoder_unavailable", str(exc)))
         except FileNotFoundError as exc:
             rows.append(_failed(row, "not_found", f"object is gone: {exc}"))
         except PermissionError as exc:

@@ -5,14 +5,16 @@ so one bad image never fails a batch. The read + decode stage lives in ``reading
 """
 
 import logging
+import os
+import warnings
 
 import numpy as np
 import pyarrow as pa
+import ray
 import torch
 
 from .. import schema
 from ..config import RunConfig, StorageConfig
-from ..fingerprint import fingerprints
 from ..models import generate, loading
 from ..models.sampling import caption_seed
 from ..models.scoring import Caption
@@ -21,15 +23,26 @@ from .reading import plain, retried
 
 log = logging.getLogger(__name__)
 
+DEVICE_FAILURE_EXIT = 75  # how a caption actor with a broken device ends itself; Ray then restarts it
+
 class CaptionFailed(RuntimeError):
     """The model cannot caption a batch in which no single image can be captioned either: the run must stop
     rather than write an error row for every image of the archive."""
 
 
+def is_device_failure(exc: BaseException) -> bool:
+    """A CUDA error other than running out of memory: the process's CUDA context is likely broken for good."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    return (accelerator_error is not None and isinstance(exc, accelerator_error)) or (
+        isinstance(exc, RuntimeError) and any(m in str(exc) for m in ("CUDA error", "CUBLAS_STATUS", "cuDNN error")))
+
+
 class CaptionActor:
     """Holds the run's models (captioner, translators, scorer); Ray Data calls it with decoded batches."""
 
-    def __init__(self, config: RunConfig, run_id: str, num_threads: int) -> None:
+    def __init__(self, config: RunConfig, run_id: str, num_threads: int, fingerprints: dict[str, str]) -> None:
         if not torch.cuda.is_available():
             torch.set_num_threads(max(1, num_threads))
         opts = config.storage.options
@@ -42,8 +55,34 @@ class CaptionActor:
         )
         self.config = config
         self.run_id = run_id
-        self.fingerprints = fingerprints(config)
+        self.fingerprints = fingerprints  # the driver's, so every actor writes the same whatever its paths
+        self.restarted = _restarted()
+        self.captioned = False
         log.info("loaded %s on %s (%s)", config.model.name, self.models.captioner.device, self.models.captioner.dtype)
+
+    def _halving(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> list[dict[str, Caption]]:
+        """Caption ``rows``; out of memory, empty the cache and caption each half, down to one image. A CUDA error
+        ends this process, so that Ray restarts the actor with a fresh context and retries the batch."""
+        try:
+            captions = self._describe(batch, rows)
+            self.captioned = True
+            return captions
+        except torch.OutOfMemoryError:
+            if len(rows) <= 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            log.warning("out of memory captioning %d images; trying halves", len(rows))
+            half = len(rows) // 2
+            return self._halving(batch, rows[:half]) + self._halving(batch, rows[half:])
+        except Exception as exc:
+            if not is_device_failure(exc):
+                raise
+            if self.restarted and not self.captioned:  # the retried batch fails too: the device or model is broken
+                raise CaptionFailed(f"the device fails again after a restart: {type(exc).__name__}: {exc}") from exc
+            log.error("device failure, restarting the caption actor: %s", exc)
+            logging.shutdown()
+            os._exit(DEVICE_FAILURE_EXIT)
 
     def _describe(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> list[dict[str, Caption]]:
         return generate.describe(
@@ -64,13 +103,17 @@ class CaptionActor:
         ok = np.array([e is None for e in error_type], dtype=bool)
         rows_ok = np.flatnonzero(ok)
         try:
-            captions = self._describe(batch, rows_ok)
+            captions = self._halving(batch, rows_ok)
+        except CaptionFailed:
+            raise
         except Exception as exc:  # a batch that cannot be captioned is retried image by image
             log.warning("captioning a batch of %d failed (%s); retrying image by image", len(rows_ok), exc)
             captions = []
             for i in rows_ok:
                 try:
-                    captions += self._describe(batch, np.array([i]))
+                    captions += self._halving(batch, np.array([i]))
+                except CaptionFailed:
+                    raise
                 except Exception as single:
                     ok[i] = False
                     error_type[i], error[i] = "caption_error", f"{type(single).__name__}: {single}"
@@ -98,6 +141,16 @@ class CaptionActor:
                             schema.ATTEMPT: int(batch[schema.ATTEMPT][i]) + 1})
             rows.append(row)
         return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)
+
+
+def _restarted() -> bool:
+    """Whether this process is a Ray restart of the caption actor (Ray's own check reads a deprecated property)."""
+    context = ray.get_runtime_context() if ray.is_initialized() else None
+    if not (context and context.get_actor_id()):
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(context.was_current_actor_reconstructed)
 
 
 def _key(batch: dict[str, np.ndarray], i: int) -> str:

@@ -54,6 +54,8 @@ def _markers(output: str, options: dict | None) -> tuple[list[tuple[str, Shard]]
     if not fs.exists(folder):
         return [], []
     paths = sorted(p for p in fs.find(folder) if p.endswith(".json"))
+    if not paths:
+        return [], []
     found = []
     for path, data in sorted(fs.cat(paths, on_error="raise").items()):  # a partial view could delete a commit
         record = json.loads(data)

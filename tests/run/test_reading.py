@@ -100,3 +100,14 @@ def test_decoding_runs_under_the_time_budget(image_folder, tmp_path):
     spec = model.ImageSpec(resize=Resize(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3, rescale=1 / 255)
     out = _decode(todo_rows([slow, image_folder / "img0.jpg"]), {schema.PIXELS: spec}, timeout_s=0.05)
     assert list(out[schema.ERROR_TYPE]) == ["timeout", None]
+
+
+def test_a_decoding_process_that_cannot_start_is_a_transient_error_row_not_a_failed_batch(image_folder, monkeypatch):
+    from captioner.media import sandbox
+
+    monkeypatch.setattr(sandbox, "_shared", {})
+    monkeypatch.setattr(sandbox.sys, "executable", "/bin/false")  # the child exits before it says it is ready
+    spec = model.ImageSpec(resize=Resize(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3, rescale=1 / 255)
+    out = _decode(todo_rows([image_folder / "img0.jpg", image_folder / "img1.jpg"]), {schema.PIXELS: spec})
+    assert list(out[schema.ERROR_TYPE]) == ["decoder_unavailable"] * 2
+    assert "did not start" in out[schema.ERROR][0] and "decoder_unavailable" in schema.TRANSIENT_ERRORS

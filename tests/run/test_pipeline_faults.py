@@ -1,0 +1,122 @@
+"""Broken workers on real Ray: a caption actor whose device fails is restarted and retries its batch; one that
+fails every time fails the run without writing an error row per image."""
+
+import json
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+import ray
+
+from captioner.config import GenerationConfig, InputConfig, ModelConfig, RunConfig, StorageConfig
+from captioner.run import pipeline
+from captioner.run.summary import RunFailed
+from captioner.store import state
+from captioner.store.lease import OutputBusy
+from conftest import BAD, GOOD
+
+pytestmark = pytest.mark.slow
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def faulty_ray(tmp_path, request):
+    """A Ray of its own whose workers inject the CUDA-like errors of ``request.param`` (once or always)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    folder = tmp_path / "faults"
+    folder.mkdir()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", runtime_env={
+        "worker_process_setup_hook": "faults.cuda_errors",
+        "env_vars": {"PYTHONPATH": str(TESTS), "CAPTIONER_TEST_FAULTS": str(folder),
+                     "CAPTIONER_TEST_FAULT_MODE": request.param}})
+    yield folder
+    ray.shutdown()
+
+
+def _config(tiny_model, image_folder, out):
+    return RunConfig(input=InputConfig(str(image_folder)), output=str(out), model=ModelConfig(name=str(tiny_model)),
+                     generation=GenerationConfig(max_new_tokens=4))
+
+
+@pytest.mark.parametrize("faulty_ray", ["once"], indirect=True)
+def test_an_actor_whose_device_fails_is_restarted_and_its_batch_retried(faulty_ray, tiny_model, image_folder,
+                                                                        tmp_path):
+    out = tmp_path / "out"
+    summary = pipeline.run(_config(tiny_model, image_folder, out))
+    assert len(list(faulty_ray.iterdir())) == 1  # it failed once, in the first actor
+    assert (summary.status, summary.captioned, summary.failed) == ("succeeded", GOOD, len(BAD))
+    errors = state.errors(str(out), state.committed(str(out))).to_table().to_pylist()
+    assert sorted(e["error_type"] for e in errors) == sorted(BAD.values())  # no caption_error rows
+
+
+@pytest.mark.parametrize("faulty_ray", ["always"], indirect=True)
+def test_a_device_that_fails_every_batch_fails_the_run_without_error_rows(faulty_ray, tiny_model, image_folder,
+                                                                         tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RunFailed, match="the model cannot caption: the device fails again after a restart"):
+        pipeline.run(_config(tiny_model, image_folder, out))
+    assert len(list(faulty_ray.iterdir())) == 2  # its first life, then the restarted actor's retry
+    assert state.committed(str(out)) == []  # no error row for images the model never saw
+
+
+def _exact(out: str, fs=None) -> list[tuple[str, str]]:
+    """Every (uri, lang) of the Parquet under OUTPUT, read without the markers; asserts none is there twice."""
+    table = pads.dataset(out + "/captions", format="parquet", partitioning="hive", filesystem=fs).to_table()
+    pairs = list(zip(table["uri"].to_pylist(), table["lang"].to_pylist()))
+    assert len(pairs) == len(set(pairs)), "a row was written twice"
+    return sorted(pairs)
+
+
+def test_of_two_runs_racing_for_an_s3_output_exactly_one_writes(local_ray, tiny_model, image_folder, s3, s3_server,
+                                                                faulty_s3):
+    fs, bucket = s3
+    out = f"s3://{bucket}/out"
+    gate = faulty_s3.hold("PUT", "_lease.json")  # the late run's lease write: held back, as a slow store would
+    late = replace(_config(tiny_model, image_folder, out), storage=StorageConfig(endpoint_url=faulty_s3.url))
+    outcome: dict = {}
+
+    def run_late() -> None:
+        try:
+            outcome["late"] = pipeline.run(late)
+        except OutputBusy as exc:
+            outcome["late"] = exc
+
+    thread = threading.Thread(target=run_late)
+    thread.start()
+    assert gate.reached.wait(120)
+
+    def open_once_taken() -> None:  # let the late write through while the first run holds the lease
+        while not fs.exists(f"{bucket}/out/_lease.json"):
+            time.sleep(0.05)
+        gate.open()
+
+    threading.Thread(target=open_once_taken, daemon=True).start()
+    first = pipeline.run(replace(late, storage=StorageConfig(endpoint_url=s3_server)))
+    thread.join(120)
+    assert isinstance(outcome["late"], OutputBusy) and first.run_id in str(outcome["late"])
+    assert first.captioned == GOOD
+    assert len(_exact(f"{bucket}/out", fs)) == GOOD  # every image once, by one writer
+
+
+def test_a_rerun_is_exact_after_a_torn_commit_an_orphan_and_a_write_left_in_flight(local_ray, tiny_model,
+                                                                                  image_folder, tmp_path):
+    out = tmp_path / "out"
+    pipeline.run(_config(tiny_model, image_folder, out))
+    marker = next((out / "_commits").glob("*.json"))
+    shard = json.loads(marker.read_text())
+    torn = out / shard["files"][0]
+    orphan = torn.with_name("part-" + "1" * 24 + ".parquet")  # a file whose marker never landed
+    orphan.write_bytes(torn.read_bytes())
+    torn.unlink()  # a file cleaned up before its late marker landed
+    (out / "_inflight" / "dead-run").mkdir(parents=True)
+    (out / "_inflight" / "dead-run" / "part-x.json").write_text("{}")
+    again = pipeline.run(_config(tiny_model, image_folder, out))
+    assert again.captioned == shard["counts"]["captioned"]  # the torn shard's images, done again
+    assert _exact(str(out)) == sorted((str(p), "en") for p in image_folder.rglob("*")
+                                      if p.suffix.lower() in (".jpg", ".png") and p.name not in BAD)
+    assert not orphan.exists() and not list((out / "_inflight").rglob("*.json"))  # no write left in flight
