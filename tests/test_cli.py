@@ -9,6 +9,7 @@ import pytest
 
 from captioner import cli
 from captioner.config import DEMO_MODEL
+from captioner.train import grammar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,8 +99,13 @@ def test_the_readme_demo_prints_captions_and_nothing_that_reads_as_trouble(tmp_p
     trouble = [line for line in (result.stdout + result.stderr).splitlines() if TROUBLE.search(line)]
     assert not trouble, "\n".join(trouble)
     assert "run " in result.stdout and "succeeded" in result.stdout and "demo-out/captions/" in result.stdout
+    lines = result.stdout.splitlines()
     for sample in (ROOT / "captioner" / "samples").iterdir():
-        assert f"  {sample.name}" in result.stdout  # every sample's captions, under its name
+        heading = next(i for i, line in enumerate(lines) if line.startswith(f"  {sample.name}"))
+        lang, text = lines[heading + 1].split("score")[0].split(None, 1)  # "    en  a red star above ..."
+        truth = grammar.parse(re.sub(r"^\d+-|\.\w+$", "", sample.name).replace("-", " "), "en")
+        said = grammar.parse(text.strip(), lang)
+        assert said and grammar.canonical(said) == grammar.canonical(truth), (sample.name, text)
     assert "captioner report demo-out" in result.stdout
 
 
