@@ -21,7 +21,7 @@ import time
 import pyarrow as pa
 
 from captioner import schema
-from captioner.run import pipeline
+from captioner.run import planning
 from captioner.store import state, writer
 from captioner.config import InputConfig, RunConfig
 from captioner.fingerprint import fingerprints
@@ -68,7 +68,7 @@ def _plan(out: str, config: RunConfig, total: int, queue: multiprocessing.Queue)
     items = listing(total)
     rest = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    todo = pipeline.plan(config, items, state.committed(out))
+    todo = planning.plan(config, items, state.committed(out))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put({"seconds": seconds, "peak_mib": (peak - rest) / 1024, "todo": todo.num_rows})

@@ -54,6 +54,13 @@ def test_arguments_become_configs():
     assert config.model.name == DEMO_MODEL
 
 
+def test_dry_run_prints_the_plan_and_writes_nothing(tiny_model, image_folder, tmp_path, capsys):
+    assert cli.main(["run", str(image_folder), str(tmp_path / "out"), "--model", str(tiny_model), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "images listed     9" in text and "to caption        9   (per language: en 9)" in text
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_input_is_one_line_not_a_traceback(tiny_model, tmp_path, caplog):
     code = cli.main(["run", str(tmp_path / "missing"), str(tmp_path / "out"), "--model", str(tiny_model)])
     assert code == 2

@@ -35,6 +35,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                               "the Ray cluster in RAY_ADDRESS if set, otherwise starts a local one. Rerunning "
                               "the same command captions only what the output does not hold yet.")
     add_run_arguments(run)
+    run.add_argument("--dry-run", action="store_true", help="list the input and plan against OUTPUT, then say what "
+                     "a run would do (done, failed for good, to caption per language, shards); writes nothing")
     run.set_defaults(handler=_run)
 
     sub = commands.add_parser("submit", help="run the same job on a Ray cluster through its Job Submission API",
@@ -217,9 +219,12 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 def _run(args: argparse.Namespace) -> int:
     from .. import query
     from ..run import pipeline
-    from ..run.summary import format_captions, format_summary, next_commands
+    from ..run.summary import format_captions, format_plan, format_summary, next_commands
 
     config = run_config(args)
+    if args.dry_run:
+        print(format_plan(pipeline.dry_run(config), config))
+        return 0
     summary = pipeline.run(config)
     every = summary.captions > 0 and summary.images <= SMALL_RUN
     options = config.storage.options(summary.output)

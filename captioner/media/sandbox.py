@@ -37,8 +37,7 @@ _READY = b"R"
 START_TIMEOUT_S = 120.0  # the child imports Pillow and numpy; generous for a loaded node
 PIPE_BYTES = 1 << 20  # the most an unprivileged process may ask for by default
 KILL_GRACE_S = 1.0  # the child's own timer fires this long after the parent's budget, as a backstop
-# One thread each in the child: decoding one image needs no pool, and idle pools still reserve address space.
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # one each: idle pools reserve memory
 
 
 class DecoderUnavailable(RuntimeError):
@@ -201,8 +200,7 @@ def _video(out, timeout_s: float, uri: str, options: dict, sizes, frames, plan: 
         todo = max(1, len(segment_bounds(duration, plan.segment_s)) - len(skip))
         _reply(out, todo)
         signal.setitimer(signal.ITIMER_REAL, timeout_s * todo)
-        # The frames it returns grow with the video, held twice (arrays, then their pickle), and so does the cap
-        # until the reply is sent.
+        # The frames it returns, held twice (arrays, then their pickle), grow the cap until the reply is sent.
         frame_bytes = sum(n * r.height * r.width * 3 for n, r in zip(frames, sizes))
         _cap_address_space(resource.getrlimit(resource.RLIMIT_AS)[0] + 2 * todo * frame_bytes)
         return decode_video(container, stream, duration, sizes, frames, plan, skip)

@@ -16,7 +16,7 @@ from ..models.preprocess import ImageSpec
 from ..store import fs as storage
 from ..store import manifest, rewrite, state
 from ..store.lease import Lease
-from . import cluster, reading, resources, stages
+from . import cluster, planning, reading, resources, stages
 from .summary import Progress, RunFailed, RunSummary, new_run_id, run_record, run_settings
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,12 @@ def run(config: RunConfig) -> RunSummary:
         shards = state.committed(config.output, opts)
         others = state.conflicts(shards, fingerprints(config))
         if others and config.mode == "resume":
-            raise ConfigError(_mixed_settings_message(config, others))
+            raise ConfigError(planning.mixed_settings_message(config, others))
 
         listing = manifest.build(config.input.uri, config.input.extensions, config.storage.options(config.input.uri))
         run_dir = storage.join(config.output, schema.RUNS_DIR, summary.run_id)
         storage.write_parquet_atomic(storage.join(run_dir, "manifest.parquet"), listing, opts)
-        todo = plan(config, listing, shards)
+        todo = planning.plan(config, listing, shards)
         summary.listed, summary.skipped = listing.num_rows, listing.num_rows - todo.num_rows
         log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, todo.num_rows)
         state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
@@ -73,6 +73,22 @@ def _drain(config: RunConfig, run_id: str) -> None:
     running = state.drain(config.output, run_id, DRAIN_S, config.storage.options(config.output))
     if running:
         log.warning("%d write tasks were still running %.0f s after the run stopped; leaving them", running, DRAIN_S)
+
+
+def dry_run(config: RunConfig) -> planning.Plan:
+    """What ``run`` would do now: the same checks, listing and plan against OUTPUT; it writes nothing (no lease
+    either) and reads no image."""
+    config.validate()
+    for url in (config.input.uri, config.output):
+        storage.check_access(url, config.storage.options(url))
+    _model_inputs(config)
+    opts = config.storage.options(config.output)
+    shards = state.committed(config.output, opts)
+    others = state.conflicts(shards, fingerprints(config))
+    if others and config.mode == "resume":
+        raise ConfigError(planning.mixed_settings_message(config, others))
+    listing = manifest.build(config.input.uri, config.input.extensions, config.storage.options(config.input.uri))
+    return planning.count(config, listing, shards)
 
 
 def _check_stores(config: RunConfig) -> None:
@@ -125,29 +141,6 @@ def _check_languages(config: RunConfig, native: Iterable[str]) -> None:
             f"translations start from {config.source_language} captions: list {config.source_language} in "
             "--languages, written natively, or pick another --source-language"
         )
-
-
-def plan(config: RunConfig, listing: pa.Table, shards: list[state.Shard]) -> pa.Table:
-    """The listing minus what committed shards hold: captions made with these settings, and errors."""
-    opts = config.storage.options(config.output)
-    captions = state.captions(config.output, shards, opts, fingerprints(config))
-    captioned = captions.to_table(columns=[*schema.IDENTITY, schema.LANG, schema.SEGMENT, schema.SEGMENTS])
-    failed = state.errors(config.output, shards, opts).to_table(
-        columns=[*schema.IDENTITY, schema.ERROR_TYPE, schema.ATTEMPT, schema.SEGMENT])
-    todo = manifest.pending(listing, captioned, failed, config.languages, config.retry_errors)
-    if config.translate:
-        todo = manifest.with_source_captions(todo, captions, config.source_language)
-    return manifest.with_stored_segments(todo, captions, failed, config.retry_errors)
-
-
-def _mixed_settings_message(config: RunConfig, others: dict[str, set[str]]) -> str:
-    found = "; ".join(sorted(others)[:4])
-    return (
-        f"{config.output} holds captions made with other settings (language:settings hash): {found}. This run's "
-        f"are {', '.join(f'{k}:{v}' for k, v in fingerprints(config).items())}. Rerun with the same settings to "
-        "resume, or pass --mode append to add these captions alongside, or --mode overwrite to replace the old "
-        "ones once this run has finished"
-    )
 
 
 def _check_error_rate(config: RunConfig, summary: RunSummary, final: bool = False) -> None:

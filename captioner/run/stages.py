@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DEVICE_FAILURE_EXIT = 75  # how a caption actor with a broken device ends itself; Ray then restarts it
 
+
 class CaptionFailed(RuntimeError):
     """The model cannot caption a batch in which no single image can be captioned either: the run must stop
     rather than write an error row for every image of the archive."""

@@ -17,6 +17,7 @@ from .. import schema
 from ..config import RunConfig, UserError
 from ..store import fs as storage
 from ..store import manifest
+from .planning import Plan
 
 log = logging.getLogger(__name__)
 
@@ -170,4 +171,18 @@ def next_commands(output: str) -> str:
         f"  captioner report {out} --html report.html   # a page to browse, filter and score the captions",
         f"  captioner query {out} --lang en --limit 5   # filter by language, score, text, path; or --sql",
         f"  captioner stats {out}                       # counts, scores per language, errors by type",
+    ])
+
+
+def format_plan(plan: Plan, config: RunConfig) -> str:
+    """What ``captioner run --dry-run`` prints: the plan, and that nothing was written."""
+    langs = ", ".join(f"{lang} {n}" for lang, n in plan.per_language.items())
+    return "\n".join([
+        f"dry run: {config.output.rstrip('/')} planned; nothing written, no image read",
+        f"  images listed     {plan.listed}",
+        f"  already done      {plan.done}",
+        f"  failed for good   {plan.failed_for_good}" + ("   (--retry-errors tries them again)"
+                                                      if plan.failed_for_good else ""),
+        f"  to caption        {plan.todo}" + (f"   (per language: {langs})" if langs else ""),
+        f"  shards to write   {plan.shards}   ({config.resources.rows_per_file} images each, --rows-per-file)",
     ])

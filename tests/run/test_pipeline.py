@@ -1,6 +1,7 @@
 """End-to-end: the real job on real Ray, over a local folder and a real S3-protocol server."""
 
 import math
+from dataclasses import replace
 
 import pyarrow.dataset as pads
 import pytest
@@ -60,6 +61,27 @@ def test_local_folder(local_ray, tiny_model, image_folder, tmp_path):
     fresh = str(tmp_path / "fresh")
     pipeline.run(_config(tiny_model, str(image_folder), fresh))
     assert {k: r["caption"] for k, r in _captions(fresh).items()} == {k: r["caption"] for k, r in captions.items()}
+
+
+def test_a_dry_run_counts_what_the_run_then_does_and_writes_nothing(local_ray, image_folder, tmp_path, monkeypatch):
+    from captioner.run import planning, reading
+    from conftest import build_tiny_model
+
+    out = tmp_path / "out"
+    multilingual = build_tiny_model(tmp_path / "model", languages=("en", "fr", "de"))
+    config = _config(multilingual, str(image_folder), str(out), languages=("en", "fr"),
+                     resources=ResourceConfig(rows_per_file=4))
+    with monkeypatch.context() as m:
+        m.setattr(reading, "_read", lambda *a: pytest.fail("a dry run read an image"))
+        before = pipeline.dry_run(config)
+    assert not out.exists()  # not even the lease
+    assert before == planning.Plan(listed=GOOD + len(BAD), done=0, failed_for_good=0, todo=GOOD + len(BAD),
+                                   per_language={"en": GOOD + len(BAD), "fr": GOOD + len(BAD)}, shards=3)
+    summary = pipeline.run(config)
+    assert summary.images == before.todo and len(list((out / "_commits").iterdir())) == before.shards
+    after = pipeline.dry_run(config)
+    assert (after.done, after.failed_for_good, after.todo, after.per_language) == (GOOD, len(BAD), 0, {})
+    assert pipeline.dry_run(replace(config, languages=("en", "fr", "de"))).per_language == {"de": GOOD}
 
 
 def test_s3_in_and_out(local_ray, tiny_model, s3, s3_server):

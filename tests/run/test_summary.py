@@ -64,3 +64,16 @@ def test_captions_are_grouped_by_image_relative_to_the_input_and_next_commands_f
     assert format_captions(rows, "elsewhere", every=False).splitlines()[1] == "  s3://b/in/cat.jpg"
     commands = next_commands("my out/")
     assert "captioner report 'my out' --html report.html" in commands and "captioner query 'my out'" in commands
+
+
+def test_the_dry_run_says_what_a_run_would_do_and_that_nothing_was_written():
+    from captioner.config import ResourceConfig
+    from captioner.run.planning import Plan
+    from captioner.run.summary import format_plan
+
+    config = RunConfig(input=InputConfig("in"), output="s3://b/out/", resources=ResourceConfig(rows_per_file=100))
+    text = format_plan(Plan(listed=10, done=5, failed_for_good=2, todo=3, per_language={"en": 3, "fr": 1},
+                            shards=1), config)
+    assert text.splitlines()[0] == "dry run: s3://b/out planned; nothing written, no image read"
+    assert "failed for good   2   (--retry-errors tries them again)" in text
+    assert "to caption        3   (per language: en 3, fr 1)" in text and "shards to write   1   (100 images" in text
