@@ -265,9 +265,16 @@ def local_ray(s3_server):
     """One local Ray for the tests that run the job in-process; started after the S3 credentials are set."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    start_local_ray()
     yield
     ray.shutdown()
+
+
+def start_local_ray(**kwargs) -> None:
+    """The tests' local Ray: two CPUs and no dashboard, so it never takes a port a cluster test needs."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", **kwargs)
 
 
 @pytest.fixture

@@ -153,8 +153,9 @@ class _S3Lease:
             body = self.fs.cat_file(f"{self.bucket}/{self.key}")
         except FileNotFoundError:
             return None, None, 0.0
-        now = parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"])
-        return _parse(body), head["ETag"], (now - head["LastModified"]).total_seconds()
+        date = head["ResponseMetadata"]["HTTPHeaders"].get("date")  # a store without it: never lapses by time
+        age = (parsedate_to_datetime(date) - head["LastModified"]).total_seconds() if date else 0.0
+        return _parse(body), head["ETag"], age
 
     def acquire(self) -> None:
         for _ in range(5):

@@ -16,7 +16,7 @@ from captioner.run import pipeline
 from captioner.run.summary import RunFailed
 from captioner.store import state
 from captioner.store.lease import OutputBusy
-from conftest import BAD, GOOD
+from conftest import BAD, GOOD, start_local_ray
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +26,19 @@ TESTS = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def faulty_ray(tmp_path, request):
     """A Ray of its own whose workers inject the CUDA-like errors of ``request.param`` (once or always)."""
-    if ray.is_initialized():
+    shared = ray.is_initialized()
+    if shared:
         ray.shutdown()
     folder = tmp_path / "faults"
     folder.mkdir()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", runtime_env={
+    start_local_ray(runtime_env={
         "worker_process_setup_hook": "faults.cuda_errors",
         "env_vars": {"PYTHONPATH": str(TESTS), "CAPTIONER_TEST_FAULTS": str(folder),
                      "CAPTIONER_TEST_FAULT_MODE": request.param}})
     yield folder
     ray.shutdown()
+    if shared:  # the session's Ray, back for the tests after this one
+        start_local_ray()
 
 
 def _config(tiny_model, image_folder, out):
