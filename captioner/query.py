@@ -125,16 +125,12 @@ def sample(out: str, limit: int, run_id: str | None = None, options: dict | None
     output is; with a limit of at least the run's row count it returns every row, by URI, segment and language.
     """
     shards = [s for s in state.committed(out, options) if run_id is None or s.run_id == run_id]
-    by_lang: dict[str, list[str]] = {}
-    for f in state.caption_files(shards):
-        by_lang.setdefault(state.file_lang(f), []).append(f)
+    dataset = state.captions(out, shards, options)
+    langs = sorted({state.file_lang(f) for f in state.caption_files(shards)})
     columns = [schema.URI, schema.SEGMENT, schema.START_S, schema.END_S, schema.LANG, schema.CAPTION, schema.SCORE]
-    per_lang = -(-limit // max(len(by_lang), 1))
-    heads = []
-    for lang in sorted(by_lang):
-        dataset = state.captions(out, [state.Shard("", "", tuple(sorted(by_lang[lang])))], options)
-        heads.append(dataset.head(per_lang, columns=columns).sort_by([(schema.URI, "ascending"),
-                                                                       (schema.SEGMENT, "ascending")]).to_pylist())
+    per_lang = -(-limit // max(len(langs), 1))
+    heads = [dataset.head(per_lang, columns=columns, filter=pc.field(schema.LANG) == lang)  # its files only
+             .sort_by([(schema.URI, "ascending"), (schema.SEGMENT, "ascending")]).to_pylist() for lang in langs]
     turns = [row for rows in itertools.zip_longest(*heads) for row in rows if row is not None][:limit]
     return sorted(turns, key=lambda r: (r[schema.URI], r[schema.SEGMENT] if r[schema.SEGMENT] is not None else -1,
                                         r[schema.LANG]))
