@@ -1,5 +1,6 @@
-"""Broken workers on real Ray: a caption actor whose device fails is restarted and retries its batch; one that
-fails every time fails the run without writing an error row per image."""
+"""Faults on real Ray: a caption actor whose device fails is restarted and retries its batch, one that fails every
+time fails the run without an error row per image; two runs racing for one S3 output through a slow store; a
+rerun after a torn commit."""
 
 import json
 import threading
