@@ -2,7 +2,6 @@
 marker touched recounted from the files it keeps, so that ``captioner stats`` stays true after an overwrite."""
 
 import collections
-import logging
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -11,8 +10,6 @@ import pyarrow.dataset as pads
 from .. import schema
 from . import fs as storage
 from .state import Shard, commit, file_lang
-
-log = logging.getLogger(__name__)
 
 
 def drop_rows(output: str, shards: list[Shard], files: set[str], superseded: pa.Table,
@@ -82,9 +79,11 @@ def recount(output: str, files: tuple[str, ...], options: dict | None = None) ->
         kinds.update(table[schema.ERROR_TYPE].to_pylist())
         for uri, segment in zip(table[schema.URI].to_pylist(), table[schema.SEGMENT].to_pylist()):
             uris.add(uri)
-            failed, failed_segments = failed + (segment is None), failed_segments + (segment is not None)
             if segment is None:
+                failed += 1
                 whole_failures.add(uri)
+            else:
+                failed_segments += 1
     counts = {"images": len(uris), "captioned": len(uris - whole_failures), "failed": failed,
               "segments": sum(segment is not None for _, segment in items), "failed_segments": failed_segments,
               "captions": rows, "empty_captions": empty}

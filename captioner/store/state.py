@@ -44,33 +44,30 @@ def commit(output: str, shard: Shard, options: dict | None = None) -> None:
 
 def committed(output: str, options: dict | None = None) -> list[Shard]:
     """Every committed shard: markers read in one batched request, then kept only where their files all exist."""
-    return [shard for _, shard in _markers(output, options)[0]]
+    return _markers(output, options)[0]
 
 
-def _markers(output: str, options: dict | None) -> tuple[list[tuple[str, Shard]], list[str]]:
-    """((marker path, shard) of every complete marker, paths of markers whose files are missing)."""
+def _markers(output: str, options: dict | None) -> tuple[list[Shard], list[str], dict[str, str]]:
+    """(the shard of every complete marker, paths of markers whose files are missing, the data files present:
+    path relative to OUTPUT -> full path)."""
     fs, root = storage.filesystem(output, options)
     folder = storage.join(root, schema.COMMITS_DIR)
-    if not fs.exists(folder):
-        return [], []
-    paths = sorted(p for p in fs.find(folder) if p.endswith(".json"))
-    if not paths:
-        return [], []
+    paths = sorted(p for p in fs.find(folder) if p.endswith(".json")) if fs.exists(folder) else []
     found = []
-    for path, data in sorted(fs.cat(paths, on_error="raise").items()):  # a partial view could delete a commit
+    for path, data in sorted(fs.cat(paths, on_error="raise").items() if paths else ()):  # never a partial view
         record = json.loads(data)
         found.append((path, Shard(**{**record, "files": tuple(record["files"])})))
-    present = set()  # listed after the markers were read, so a marker's files were written before the listing
+    present = {}  # listed after the markers were read, so a marker's files were written before the listing
     for sub in (schema.CAPTIONS_DIR, schema.ERRORS_DIR):
         base = storage.join(root, sub)
         if fs.exists(base):
-            present.update(p[len(root.rstrip("/")) + 1:] for p in fs.find(base))
-    complete = [(path, shard) for path, shard in found if present.issuperset(shard.files)]
-    broken = [path for path, shard in found if not present.issuperset(shard.files)]
+            present.update({p[len(root.rstrip("/")) + 1:]: p for p in fs.find(base)})
+    complete = [shard for _, shard in found if present.keys() >= set(shard.files)]
+    broken = [path for path, shard in found if not present.keys() >= set(shard.files)]
     if broken:
         log.warning("%d commit markers name files that are gone; their shards count as not written and their "
                     "images are done again", len(broken))
-    return complete, broken
+    return complete, broken, present
 
 
 def file_lang(path: str) -> str | None:
@@ -88,16 +85,10 @@ def remove_orphans(output: str, options: dict | None = None) -> int:
     Only files named the way captioner names them are touched, never anything else found under OUTPUT.
     """
     fs, root = storage.filesystem(output, options)
-    complete, broken = _markers(output, options)
-    listed = {f for _, s in complete for f in s.files}
-    orphans = []
-    for folder in (schema.CAPTIONS_DIR, schema.ERRORS_DIR):
-        base = storage.join(root, folder)
-        if fs.exists(base):
-            for path in fs.find(base):
-                relative = path[len(root.rstrip("/")) + 1:]
-                if relative not in listed and _OURS.match(posixpath.basename(path)):
-                    orphans.append(path)
+    complete, broken, present = _markers(output, options)
+    listed = {f for s in complete for f in s.files}
+    orphans = [full for relative, full in sorted(present.items())
+               if relative not in listed and _OURS.match(posixpath.basename(relative))]
     if broken:
         fs.rm(broken)
     if orphans:
