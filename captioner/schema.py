@@ -6,7 +6,7 @@ Output layout under OUTPUT:
   _commits/<shard>.json             commit marker of one shard: its files and counts, written last
   _inflight/<run>/<shard>.json      while a write task writes its shard: what a stopping run waits for
   _lease.json                       held by the run writing to OUTPUT; refuses a second writer
-  runs/<run_id>/manifest.parquet    the frozen listing the run worked from
+  runs/<run_id>/manifest/part-*.parquet  the frozen listing the run worked from, in parts
   runs/<run_id>/run.json            the run record (counts, timings, settings, status)
 """
 
@@ -45,6 +45,7 @@ START_S = "start_s"
 END_S = "end_s"
 SEGMENTS = "segments"  # how many segments the whole video has, so resume knows when it is complete
 COUNTED = "counted"  # between stages: true on the one row that counts its file (a video's first segment)
+OFFSET = "offset"  # tar members: where the member's bytes start in its shard; null for plain files
 STORED = "stored"  # planning: a partly captioned video's stored captions, JSON {segment: {lang: caption}}
 NATIVE = "native"  # the producer of captions written by the captioner's own language token
 
@@ -66,6 +67,8 @@ MANIFEST = pa.schema(
         pa.field(URI, pa.string(), nullable=False),  # full URI; an absolute path for local files
         pa.field(SIZE, pa.int64()),  # bytes, null when a manifest file gave only URIs
         pa.field(ETAG, pa.string()),  # the store's ETag, or "mtime:<seconds>" where it has none
+        pa.field(OFFSET, pa.int64()),  # tar members (``<shard uri>#<member>``): the member's bytes start here
+        pa.field(ERROR, pa.string()),  # set when listing found the file unreadable (a corrupt tar shard)
     ]
 )
 

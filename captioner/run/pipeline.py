@@ -2,11 +2,12 @@
 
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import Iterable
 
-import pyarrow as pa
 import ray
+from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from .. import schema
 from ..config import ConfigError, RunConfig
@@ -16,6 +17,7 @@ from ..models.preprocess import ImageSpec
 from ..store import fs as storage
 from ..store import manifest, rewrite, state
 from ..store.lease import Lease
+from ..store.todo import Todo
 from . import cluster, planning, reading, resources, stages
 from .summary import Progress, RunFailed, RunSummary, new_run_id, run_record, run_settings
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_S = 60.0  # how long a stopping run waits for its write tasks
 MIN_IMAGES_FOR_ERROR_RATE = 100  # --max-error-rate judges early only after this many images
+MANIFEST, TODO = "manifest", "todo"  # under runs/<run_id>/: the frozen input, and the plan's input blocks
 
 
 def run(config: RunConfig) -> RunSummary:
@@ -42,28 +45,29 @@ def run(config: RunConfig) -> RunSummary:
         if others and config.mode == "resume":
             raise ConfigError(planning.mixed_settings_message(config, others))
 
-        listing = manifest.build(config.input.uri, config.input.extensions, config.storage.options(config.input.uri))
         run_dir = storage.join(config.output, schema.RUNS_DIR, summary.run_id)
-        storage.write_parquet_atomic(storage.join(run_dir, "manifest.parquet"), listing, opts)
-        todo = planning.plan(config, listing, shards)
-        summary.listed, summary.skipped = listing.num_rows, listing.num_rows - todo.num_rows
-        log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, todo.num_rows)
-        state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
-        try:
-            if todo.num_rows:
-                _execute(config, images, todo, summary, started, lease)
-            _check_error_rate(config, summary, final=True)
-            if config.mode == "overwrite" and others:
-                lease.check()
-                _replace(config, others)
-            summary.status = "succeeded"
-        except BaseException:
-            summary.status = "failed"
-            _drain(config, summary.run_id)
-            raise
-        finally:
-            summary.elapsed_s = time.monotonic() - started
+        listing = storage.join(run_dir, MANIFEST)
+        summary.listed = manifest.freeze(config.input.uri, config.input.extensions,
+                                         config.storage.options(config.input.uri), listing, opts)
+        with planning.plan(config, listing, shards) as todo:
+            summary.skipped = summary.listed - todo.rows
+            log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, todo.rows)
             state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
+            try:
+                if todo.rows:
+                    _execute(config, images, todo, storage.join(run_dir, TODO), summary, started, lease)
+                _check_error_rate(config, summary, final=True)
+                if config.mode == "overwrite" and others:
+                    lease.check()
+                    _replace(config, others)
+                summary.status = "succeeded"
+            except BaseException:
+                summary.status = "failed"
+                _drain(config, summary.run_id)
+                raise
+            finally:
+                summary.elapsed_s = time.monotonic() - started
+                state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
     return summary
 
 
@@ -87,8 +91,10 @@ def dry_run(config: RunConfig) -> planning.Plan:
     others = state.conflicts(shards, fingerprints(config))
     if others and config.mode == "resume":
         raise ConfigError(planning.mixed_settings_message(config, others))
-    listing = manifest.build(config.input.uri, config.input.extensions, config.storage.options(config.input.uri))
-    return planning.count(config, listing, shards)
+    with tempfile.TemporaryDirectory(prefix="captioner-manifest-") as listing:
+        listed = manifest.freeze(config.input.uri, config.input.extensions, config.storage.options(config.input.uri),
+                                 listing)
+        return planning.count(config, listing, listed, shards)
 
 
 def _check_stores(config: RunConfig) -> None:
@@ -158,8 +164,9 @@ def _check_error_rate(config: RunConfig, summary: RunSummary, final: bool = Fals
         )
 
 
-def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, summary: RunSummary,
+def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: Todo, parts: str, summary: RunSummary,
              started: float, lease: Lease) -> None:
+    """Write the plan as input blocks under ``parts``, then decode, caption and write them on Ray."""
     cluster.connect()
     available = ray.cluster_resources()
     res = resources.resolve(config.resources, available.get("CPU", 1.0), available.get("GPU", 0.0))
@@ -167,8 +174,11 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
     log.info("caption actors: %d x (%g CPU, %g GPU), batch size %d", res.concurrency, res.num_cpus, res.num_gpus,
              res.batch_size)
 
-    per_block = resources.block_rows(res, todo.num_rows, available.get("CPU", 1.0))
-    ds = ray.data.from_arrow([todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)])
+    opts = config.storage.options(config.output)
+    blocks = planning.write(todo, parts, resources.block_rows(res, todo.rows, available.get("CPU", 1.0)), opts)
+    fs, root = storage.filesystem(parts, opts)
+    ds = ray.data.read_parquet(root, filesystem=None if storage.is_local(fs) else PyFileSystem(FSSpecHandler(fs)),
+                               override_num_blocks=blocks)
     ds = ds.map_batches(
         reading.read_and_decode,
         fn_kwargs={"images": images, "store": config.storage, "limits": config.decode, "video": config.video,
@@ -199,7 +209,7 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: pa.Table, su
     )
     rows = iter(ds.iter_rows())
     try:
-        with Progress(todo.num_rows) as progress, contextlib.closing(rows):  # closing stops the dataset's tasks
+        with Progress(todo.rows) as progress, contextlib.closing(rows):  # closing stops the dataset's tasks
             for counts in rows:
                 if not summary.images:
                     summary.startup_s = time.monotonic() - started

@@ -1,14 +1,13 @@
-"""What a run has to do: the listing minus what OUTPUT holds; and that plan counted, for ``--dry-run``."""
+"""What a run has to do: the frozen manifest minus what OUTPUT holds; that plan written as Parquet parts for Ray
+Data to read, or counted for ``--dry-run``."""
 
-import collections
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import pyarrow as pa
-
-from .. import schema
 from ..config import RunConfig
 from ..fingerprint import fingerprints
+from ..store import fs as storage
 from ..store import manifest, state
+from ..store.todo import Todo
 
 
 @dataclass(frozen=True)
@@ -23,27 +22,35 @@ class Plan:
     shards: int  # output shards a run would commit (at least; a video's segments may add more)
 
 
-def plan(config: RunConfig, listing: pa.Table, shards: list[state.Shard]) -> pa.Table:
-    """The listing minus what committed shards hold: captions made with these settings, and errors."""
+def plan(config: RunConfig, listing: str, shards: list[state.Shard], retry_errors: bool | None = None) -> Todo:
+    """The manifest under the folder ``listing`` minus what committed shards hold: captions made with these
+    settings, and errors. Close it (or use it as a context manager) to drop its scratch files."""
     opts = config.storage.options(config.output)
-    captions = state.captions(config.output, shards, opts, fingerprints(config))
-    captioned = captions.to_table(columns=[*schema.IDENTITY, schema.LANG, schema.SEGMENT, schema.SEGMENTS])
-    failed = state.errors(config.output, shards, opts).to_table(
-        columns=[*schema.IDENTITY, schema.ERROR_TYPE, schema.ATTEMPT, schema.SEGMENT])
-    todo = manifest.pending(listing, captioned, failed, config.languages, config.retry_errors)
-    if config.translate:
-        todo = manifest.with_source_captions(todo, captions, config.source_language)
-    return manifest.with_stored_segments(todo, captions, failed, config.retry_errors)
+    return Todo(
+        manifest.dataset(listing, config.storage.options(listing)),
+        state.captions(config.output, shards, opts, fingerprints(config)),
+        state.errors(config.output, shards, opts),
+        config.languages,
+        config.retry_errors if retry_errors is None else retry_errors,
+        config.source_language if config.translate else None,
+    )
 
 
-def count(config: RunConfig, listing: pa.Table, shards: list[state.Shard]) -> Plan:
+def write(todo: Todo, dest: str, rows_per_part: int, options: dict | None = None) -> int:
+    """The to-do rows as Parquet parts of ``rows_per_part`` rows under ``dest``, each one input block of the
+    run; returns how many parts."""
+    parts = 0
+    for parts, table in enumerate(todo.batches(rows_per_part), start=1):
+        storage.write_parquet_atomic(storage.join(dest, f"part-{parts - 1:06d}.parquet"), table, options)
+    return parts
+
+
+def count(config: RunConfig, listing: str, listed: int, shards: list[state.Shard]) -> Plan:
     """The plan of a run, counted: planned twice, with and without retrying errors, to tell done from failed."""
-    todo = plan(config, listing, shards)
-    retrying = todo if config.retry_errors else plan(replace(config, retry_errors=True), listing, shards)
-    langs = collections.Counter(lang for value in todo[schema.LANGS].to_pylist() for lang in value.split(","))
-    return Plan(listed=listing.num_rows, done=listing.num_rows - retrying.num_rows,
-                failed_for_good=retrying.num_rows - todo.num_rows, todo=todo.num_rows,
-                per_language=dict(sorted(langs.items())), shards=-(-todo.num_rows // config.resources.rows_per_file))
+    with plan(config, listing, shards) as todo, plan(config, listing, shards, retry_errors=True) as retrying:
+        return Plan(listed=listed, done=listed - retrying.rows, failed_for_good=retrying.rows - todo.rows,
+                    todo=todo.rows, per_language=todo.per_language(),
+                    shards=-(-todo.rows // config.resources.rows_per_file))
 
 
 def mixed_settings_message(config: RunConfig, others: dict[str, set[str]]) -> str:

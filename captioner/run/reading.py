@@ -21,6 +21,7 @@ from ..media.image import DecodeFailure
 from ..media.video import VideoDecoded, VideoPlan
 from ..models.preprocess import ImageSpec
 from ..store import fs as storage
+from ..store import tars
 
 STORE_TRIES = 4  # attempts per object read or shard write within a task
 READ_BACKOFF_S = 0.5  # first retry delay; doubles each time, with jitter
@@ -37,27 +38,43 @@ def read_and_decode(batch: dict[str, np.ndarray], images: dict[str, ImageSpec], 
     """
     decoder = sandbox.shared(limits.formats, limits.max_pixels, limits.timeout_s, limits.memory_mb)
     rows: list[dict] = []
-    for i, uri in enumerate(batch[schema.URI]):
-        row = {key: plain(batch[key][i]) for key in (*PASSED, schema.SIZE, schema.ETAG, schema.LANGS,
-                                                       schema.SOURCE_CAPTION, schema.STORED) if key in batch}
-        try:
-            if row[schema.ETAG] is None:  # a manifest that named only the URI: record the identity that was read
-                row[schema.SIZE], row[schema.ETAG] = storage.identity(uri, store.options(uri))
-            if str(uri).lower().endswith(video.extensions):  # streamed, never read whole: no byte cap
-                rows += _video_rows(decoder, row, images, store, limits, video, source_language)
-            elif row[schema.SIZE] is not None and row[schema.SIZE] > limits.max_file_mb * 2**20:
-                rows.append(_failed(row, "too_large", _too_large(row[schema.SIZE], limits)))
-            else:
-                rows.append(_image_row(decoder, row, images, store, limits))
-        except sandbox.DecoderUnavailable as exc:
-            rows.append(_failed(row, "decoder_unavailable", str(exc)))
-        except FileNotFoundError as exc:
-            rows.append(_failed(row, "not_found", f"object is gone: {exc}"))
-        except PermissionError as exc:
-            rows.append(_failed(row, "forbidden", f"no permission to read the object: {exc}"))
-        except Exception as exc:  # any other store failure is this file's error, not the batch's
-            rows.append(_failed(row, "read_error", f"{type(exc).__name__}: {exc}"))
+    with tars.ShardReader(store.options) as shards:
+        for i in range(len(batch[schema.URI])):
+            row = {key: plain(batch[key][i]) for key in (*PASSED, schema.SIZE, schema.ETAG, schema.LANGS,
+                                                           schema.SOURCE_CAPTION, schema.STORED) if key in batch}
+            listed = {key: plain(batch[key][i]) if key in batch else None for key in (schema.OFFSET, schema.ERROR)}
+            try:
+                rows += _file_rows(decoder, shards, row, listed, images, store, limits, video, source_language)
+            except sandbox.DecoderUnavailable as exc:
+                rows.append(_failed(row, "decoder_unavailable", str(exc)))
+            except FileNotFoundError as exc:
+                rows.append(_failed(row, "not_found", f"object is gone: {exc}"))
+            except PermissionError as exc:
+                rows.append(_failed(row, "forbidden", f"no permission to read the object: {exc}"))
+            except Exception as exc:  # any other store failure is this file's error, not the batch's
+                rows.append(_failed(row, "read_error", f"{type(exc).__name__}: {exc}"))
     return _columns(rows, images)
+
+
+def _file_rows(decoder: sandbox.Decoder, shards: tars.ShardReader, row: dict, listed: dict,
+               images: dict[str, ImageSpec], store: StorageConfig, limits: DecodeConfig, video: VideoConfig,
+               source_language: str) -> list[dict]:
+    """The rows of one input file: its image, its video segments, or its error."""
+    uri = row[schema.URI]
+    if listed[schema.ERROR] is not None:  # the listing found it unreadable: a corrupt tar shard
+        return [_failed(row, "corrupt_tar", listed[schema.ERROR])]
+    if listed[schema.OFFSET] is not None:  # a member of a tar shard, read from the shard's open stream
+        if row[schema.SIZE] > limits.max_file_mb * 2**20:
+            return [_failed(row, "too_large", _too_large(row[schema.SIZE], limits))]
+        data = retried(lambda: shards.read(uri, int(listed[schema.OFFSET]), row[schema.SIZE]))
+        return [_decoded(decoder, row, data, images)]
+    if row[schema.ETAG] is None:  # a manifest that named only the URI: record the identity that was read
+        row[schema.SIZE], row[schema.ETAG] = storage.identity(uri, store.options(uri))
+    if uri.lower().endswith(video.extensions):  # streamed, never read whole: no byte cap
+        return _video_rows(decoder, row, images, store, limits, video, source_language)
+    if row[schema.SIZE] is not None and row[schema.SIZE] > limits.max_file_mb * 2**20:
+        return [_failed(row, "too_large", _too_large(row[schema.SIZE], limits))]
+    return [_image_row(decoder, row, images, store, limits)]
 
 
 def _image_row(decoder: sandbox.Decoder, row: dict, images: dict[str, ImageSpec], store: StorageConfig,
@@ -68,6 +85,10 @@ def _image_row(decoder: sandbox.Decoder, row: dict, images: dict[str, ImageSpec]
         return _failed(row, "too_large", _too_large(len(data), limits))
     if row[schema.SIZE] is not None and len(data) != row[schema.SIZE]:
         return _failed(row, "changed", f"object is {len(data)} bytes now, {row[schema.SIZE]} when listed")
+    return _decoded(decoder, row, data, images)
+
+
+def _decoded(decoder: sandbox.Decoder, row: dict, data: bytes, images: dict[str, ImageSpec]) -> dict:
     result = decoder.decode(data, [spec.resize for spec in images.values()])
     if isinstance(result, DecodeFailure):
         return _failed(row, result.error_type, result.message)

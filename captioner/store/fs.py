@@ -4,7 +4,6 @@ import io
 import posixpath
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 
 import fsspec
 import pyarrow as pa
@@ -49,20 +48,6 @@ def version_tag(info: dict) -> str | None:
             stamp = value.timestamp() if hasattr(value, "timestamp") else float(value)
             return f"mtime:{stamp:.6f}"
     return None
-
-
-def walk_files(url: str, options: dict | None = None) -> Iterator[tuple[str, int, str | None]]:
-    """(uri, size, version tag) of every file under ``url``, recursively, in sorted order."""
-    fs, root = filesystem(url, options)
-    if not fs.exists(root):
-        raise FileNotFoundError(f"input {url!r} does not exist; check the path, bucket name and credentials")
-    if fs.isfile(root):
-        found = {root: fs.info(root)}
-    else:
-        found = fs.find(root, detail=True, withdirs=False)
-    for path in sorted(found):
-        info = found[path]
-        yield full_uri(fs, path), int(info.get("size") or 0), version_tag(info)
 
 
 def identity(uri: str, options: dict | None = None) -> tuple[int, str | None]:

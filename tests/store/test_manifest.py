@@ -1,153 +1,102 @@
+import gzip
+import io
+import json
+import tarfile
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from captioner import schema
-from captioner.store import manifest
 from captioner.config import DEFAULT_EXTENSIONS
-from conftest import BAD, GOOD
+from captioner.store import manifest
+from conftest import BAD, GOOD, jpeg_bytes
 
 
-def _done(rows):
-    return pa.Table.from_pylist(rows, schema=schema.MANIFEST.append(pa.field(schema.LANG, pa.string())))
+def _frozen(uri, dest, options=None) -> pa.Table:
+    rows = manifest.freeze(uri, DEFAULT_EXTENSIONS, options, str(dest))
+    table = manifest.dataset(str(dest)).to_table().sort_by(schema.URI)
+    assert table.num_rows == rows and table.schema == schema.MANIFEST
+    return table
 
 
-def test_folder_listing_filters_by_extension_case_insensitively(image_folder):
-    table = manifest.build(str(image_folder), DEFAULT_EXTENSIONS)
+def test_folder_listing_filters_by_extension_case_insensitively(image_folder, tmp_path):
+    table = _frozen(str(image_folder), tmp_path / "m")
     names = [u.rsplit("/", 1)[1] for u in table[schema.URI].to_pylist()]
     assert len(names) == GOOD + len(BAD) and "readme.txt" not in names and "wide.JPG" in names
-    assert table[schema.URI].to_pylist() == sorted(table[schema.URI].to_pylist())
-    assert table.schema == schema.MANIFEST
 
 
-def test_manifest_files(tmp_path):
+def test_manifest_files_of_every_kind(tmp_path):
     uris = ["/data/a.jpg", "/data/b.jpg"]
     (tmp_path / "m.txt").write_text("# a comment\n/data/a.jpg\n\n/data/b.jpg\n")
     (tmp_path / "m.csv").write_text("uri,label\n/data/a.jpg,x\n/data/b.jpg,y\n")
+    (tmp_path / "m.csv.gz").write_bytes(gzip.compress(b"uri,etag\n/data/a.jpg,0123\n/data/b.jpg,9\n"))
     pq.write_table(pa.table({schema.URI: uris, schema.SIZE: [1, 2]}), tmp_path / "m.parquet")
-    for name in ("m.txt", "m.csv", "m.parquet"):
-        table = manifest.build(str(tmp_path / name), DEFAULT_EXTENSIONS)
-        assert table[schema.URI].to_pylist() == uris, name
-    assert manifest.build(str(tmp_path / "m.parquet"), DEFAULT_EXTENSIONS)[schema.SIZE].to_pylist() == [1, 2]
+    for name in ("m.txt", "m.csv", "m.csv.gz", "m.parquet"):
+        assert _frozen(str(tmp_path / name), tmp_path / f"out-{name}")[schema.URI].to_pylist() == uris, name
+    assert _frozen(str(tmp_path / "m.parquet"), tmp_path / "p")[schema.SIZE].to_pylist() == [1, 2]
+    assert _frozen(str(tmp_path / "m.csv.gz"), tmp_path / "g")[schema.ETAG].to_pylist() == ["0123", "9"]
+
+
+def test_a_big_manifest_streams_into_parts_and_a_glob_of_parts_reads_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(manifest, "BATCH_ROWS", 7)
+    monkeypatch.setattr(manifest, "PART_ROWS", 20)
+    uris = [f"s3://b/{i:04d}.jpg" for i in range(95)]
+    (tmp_path / "m.txt").write_text("".join(f"{u}\n" for u in uris))
+    first = _frozen(str(tmp_path / "m.txt"), tmp_path / "run1")
+    assert sorted(p.name for p in (tmp_path / "run1").iterdir()) == [f"part-{i:05d}.parquet" for i in range(5)]
+    assert first[schema.URI].to_pylist() == uris
+    again = _frozen(str(tmp_path / "run1" / "*.parquet"), tmp_path / "run2")  # a frozen manifest as input
+    assert again.equals(first)
 
 
 def test_manifest_without_uri_column_is_refused(tmp_path):
     (tmp_path / "m.csv").write_text("path\n/a.jpg\n")
     with pytest.raises(manifest.InputError, match="no 'uri' column"):
-        manifest.build(str(tmp_path / "m.csv"), DEFAULT_EXTENSIONS)
+        _frozen(str(tmp_path / "m.csv"), tmp_path / "out")
 
 
-def test_empty_input_is_an_error(tmp_path):
+def test_empty_input_and_empty_glob_are_errors(tmp_path):
     (tmp_path / "x.txt").write_text("no images here")
     with pytest.raises(manifest.InputError, match="--extensions"):
-        manifest.build(str(tmp_path), DEFAULT_EXTENSIONS)
+        _frozen(str(tmp_path), tmp_path / "out")
+    with pytest.raises(manifest.InputError, match="no file matches"):
+        _frozen(str(tmp_path / "*.parquet"), tmp_path / "out")
 
 
-def _failed(rows):
-    return pa.Table.from_pylist(rows, schema=schema.MANIFEST.append(pa.field(schema.ERROR_TYPE, pa.string()))
-                                .append(pa.field(schema.ATTEMPT, pa.int32())))
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
-NO_FAILURES = _failed([])
+def test_tar_shards_in_a_folder_become_their_image_members(tmp_path):
+    root = tmp_path / "shards"
+    root.mkdir()
+    (root / "00000.tar").write_bytes(_tar({"k1.jpg": jpeg_bytes(1), "k1.txt": b"a cat", "k1.json": b"{}",
+                                           "odd name #2.PNG": jpeg_bytes(2, fmt="PNG")}))
+    (root / "00001.tar").write_bytes(_tar({"k3.jpg": jpeg_bytes(3)})[:700])  # cut inside its only image
+    (root / "loose.jpg").write_bytes(jpeg_bytes(4))
+    table = _frozen(str(root), tmp_path / "m")
+    rows = {r[schema.URI].removeprefix(str(root) + "/"): r for r in table.to_pylist()}
+    assert sorted(rows) == ["00000.tar#k1.jpg", "00000.tar#odd name #2.PNG", "00001.tar", "loose.jpg"]
+    assert rows["00000.tar#k1.jpg"][schema.SIZE] == len(jpeg_bytes(1)) and rows["00000.tar#k1.jpg"][schema.OFFSET]
+    assert rows["00001.tar"][schema.ERROR] and rows["00001.tar"][schema.OFFSET] is None
+    assert rows["loose.jpg"][schema.OFFSET] is None and rows["loose.jpg"][schema.ERROR] is None
 
 
-def test_pending_subtracts_done_work_by_identity_and_language():
-    listing = pa.Table.from_pylist(
-        [
-            {"uri": "a", "size": 1, "etag": "x"},  # en done: only fr missing
-            {"uri": "b", "size": 2, "etag": "y2"},  # changed since its caption: everything again
-            {"uri": "d", "size": 4, "etag": "w"},  # new
-            {"uri": "e", "size": 5, "etag": "v"},  # complete
-        ],
-        schema=schema.MANIFEST,
-    )
-    captioned = _done(
-        [
-            {"uri": "a", "size": 1, "etag": "x", "lang": "en"},
-            {"uri": "b", "size": 2, "etag": "y1", "lang": "en"},
-            {"uri": "e", "size": 5, "etag": "v", "lang": "en"},
-            {"uri": "e", "size": 5, "etag": "v", "lang": "fr"},
-        ]
-    )
-    todo = manifest.pending(listing, captioned, NO_FAILURES, ("en", "fr"))
-    got = {row["uri"]: set(row["langs"].split(",")) for row in todo.to_pylist()}
-    assert got == {"a": {"fr"}, "b": {"en", "fr"}, "d": {"en", "fr"}}
-    assert set(todo["attempt"].to_pylist()) == {0}
-
-
-def test_failed_images_are_retried_only_when_worth_it():
-    listing = pa.Table.from_pylist([{"uri": u, "size": 1, "etag": "x"} for u in "pqrs"], schema=schema.MANIFEST)
-    failed = _failed([
-        {"uri": "p", "size": 1, "etag": "x", "error_type": "truncated", "attempt": 1},  # permanent
-        {"uri": "q", "size": 1, "etag": "x", "error_type": "read_error", "attempt": 1},  # the store: retried
-        {"uri": "r", "size": 1, "etag": "x", "error_type": "truncated", "attempt": 1},  # ...later captioned
-        {"uri": "s", "size": 1, "etag": "x", "error_type": "read_error", "attempt": 1},
-        {"uri": "s", "size": 1, "etag": "x", "error_type": "truncated", "attempt": 2},  # latest attempt counts
-    ])
-    captioned = _done([{"uri": "r", "size": 1, "etag": "x", "lang": "en"}])
-    todo = manifest.pending(listing, captioned, failed, ("en",))
-    assert {r["uri"]: r["attempt"] for r in todo.to_pylist()} == {"q": 1}
-    todo = manifest.pending(listing, captioned, failed, ("en",), retry_errors=True)
-    assert {r["uri"]: r["attempt"] for r in todo.to_pylist()} == {"p": 1, "q": 1, "s": 2}
-
-
-def test_pending_ignores_identity_a_manifest_file_left_out():
-    listing = pa.Table.from_pylist([{"uri": "a"}, {"uri": "b"}], schema=schema.MANIFEST)
-    captioned = _done([{"uri": "a", "size": 10, "etag": "mtime:1.0", "lang": "en"}])
-    assert manifest.pending(listing, captioned, NO_FAILURES, ("en",))[schema.URI].to_pylist() == ["b"]
-
-
-def test_source_captions_come_from_the_stored_rows(tmp_path):
-    from captioner.store import state, writer
-    from results import image_results
-
-    writer.write_shard(image_results(["a", "b"], langs=("en",)), str(tmp_path))
-    captions = state.captions(str(tmp_path), state.committed(str(tmp_path)))
-    todo = pa.Table.from_pylist([{"uri": "a", "size": 1, "etag": "e", "langs": "fr"},
-                                 {"uri": "c", "size": 1, "etag": "e", "langs": "en,fr"}])
-    joined = manifest.with_source_captions(todo, captions, "en")
-    assert dict(zip(joined["uri"].to_pylist(), joined["source_caption"].to_pylist())) == {"a": "en a", "c": None}
-
-
-def _video_captions(rows):
-    fields = [*schema.MANIFEST, pa.field(schema.LANG, pa.string()), pa.field(schema.SEGMENT, pa.int32()),
-              pa.field(schema.SEGMENTS, pa.int32())]
-    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
-
-
-def _video_errors(rows):
-    fields = [*schema.MANIFEST, pa.field(schema.ERROR_TYPE, pa.string()), pa.field(schema.ATTEMPT, pa.int32()),
-              pa.field(schema.SEGMENT, pa.int32())]
-    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
-
-
-def test_a_video_is_done_once_each_segment_is_captioned_or_failed_for_good():
-    listing = pa.Table.from_pylist([{"uri": "v.mp4", "size": 9, "etag": "e"}], schema=schema.MANIFEST)
-    captioned = _video_captions([{"uri": "v.mp4", "size": 9, "etag": "e", "lang": "en", "segment": k, "segments": 3}
-                                 for k in (0, 2)])
-    lost = _video_errors([{"uri": "v.mp4", "size": 9, "etag": "e", "error_type": "truncated", "attempt": 1,
-                           "segment": 1}])
-    assert manifest.pending(listing, captioned, lost, ("en",)).num_rows == 0
-    assert manifest.pending(listing, captioned, lost, ("en",), retry_errors=True)[schema.LANGS].to_pylist() == ["en"]
-    flaky = lost.set_column(3, schema.ERROR_TYPE, pa.array(["read_error"]))  # a store failure: tried again
-    assert manifest.pending(listing, captioned, flaky, ("en",))[schema.LANGS].to_pylist() == ["en"]
-    assert manifest.pending(listing, captioned, _video_errors([]), ("en", "fr"))[schema.LANGS].to_pylist() == ["en,fr"]
-
-
-def test_a_partly_done_video_carries_what_is_stored_of_it_and_a_replaced_one_nothing(tmp_path):
-    import json
-
-    from captioner.store import state, writer
-    from results import image_results
-
-    writer.write_shard(image_results([], videos={"v.mp4": 3}, langs=("en",)), str(tmp_path))
-    captions = state.captions(str(tmp_path), state.committed(str(tmp_path)))
-    todo = pa.Table.from_pylist([{"uri": "v.mp4", "size": 1, "etag": "e", "langs": "en,fr", "attempt": 0},
-                                 {"uri": "v.mp4", "size": 2, "etag": "new", "langs": "en", "attempt": 0}])
-    lost = _video_errors([{"uri": "v.mp4", "size": 1, "etag": "e", "error_type": "truncated", "attempt": 1,
-                           "segment": 2}])
-    stored = manifest.with_stored_segments(todo, captions, lost, retry_errors=False)[schema.STORED].to_pylist()
-    first = json.loads(stored[0])
-    assert sorted(first["captions"]) == ["0", "1", "2"] and first["captions"]["1"] == {"en": "en v.mp4"}
-    assert first["failed"] == [2]
-    assert stored[1] is None  # another size and etag: the same key holds a new video
+def test_an_s3_inventory_is_an_input(s3, s3_server, tmp_path):
+    fs, bucket = s3
+    fs.pipe({f"{bucket}/photos/a.jpg": b"a" * 10, f"{bucket}/photos/b.txt": b"b"})
+    data = gzip.compress(f'"{bucket}","photos/a.jpg","10","abc"\n"{bucket}","photos/b.txt","1","def"\n'.encode())
+    fs.pipe(f"{bucket}/inv/data/1.csv.gz", data)
+    fs.pipe(f"{bucket}/inv/2024-06-01T01-00Z/manifest.json", json.dumps({
+        "sourceBucket": bucket, "destinationBucket": f"arn:aws:s3:::{bucket}", "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size, ETag", "files": [{"key": "inv/data/1.csv.gz"}]}).encode())
+    table = _frozen(f"s3://{bucket}/inv/2024-06-01T01-00Z/manifest.json", tmp_path / "m", {"endpoint_url": s3_server})
+    assert table.select(list(schema.IDENTITY)).to_pylist() == [
+        {"uri": f"s3://{bucket}/photos/a.jpg", "size": 10, "etag": "abc"}]
