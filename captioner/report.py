@@ -8,13 +8,16 @@ import html
 import io
 import logging
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
 from . import query, schema
 from .config import DEFAULT_FORMATS, StorageConfig
 from .media.video import frame_at
 from .store import fs as storage
-from .schema import ATTEMPT, CAPTION, CLIP_SCORE, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, URI
+from .store import state
+from .schema import ATTEMPT, CAPTION, CLIP_SCORE, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, SEGMENT, URI
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +25,9 @@ THUMBNAIL = 192  # longest side of a thumbnail, in pixels
 THUMBNAIL_MAX_BYTES = 64 * 2**20  # larger images get no thumbnail rather than a worker full of bytes
 BINS = 20  # histogram bars per language
 SEGMENTS_SHOWN = 6  # the first segments of a sampled video get a card each
+SHOWN = (URI, SEGMENT, schema.START_S, schema.END_S, LANG, CAPTION, SCORE, CLIP_SCORE, PRODUCER)  # a sampled row
 
-SAMPLE = f"""
-    SELECT {URI}, {schema.SEGMENT}, {schema.START_S}, {schema.END_S}, {LANG}, {CAPTION}, {SCORE}, {CLIP_SCORE},
-           {PRODUCER}
-    FROM {schema.CAPTIONS_DIR}
-    WHERE {URI} IN (SELECT DISTINCT {URI} FROM {schema.CAPTIONS_DIR} ORDER BY hash({URI}) LIMIT {{n}})
-      AND coalesce({schema.SEGMENT}, 0) < {SEGMENTS_SHOWN}
-    ORDER BY hash({URI}), {schema.SEGMENT}, {LANG}
-"""
-HISTOGRAM = f"""
-    WITH bounds AS (SELECT min({SCORE}) AS lo, max({SCORE}) AS hi FROM {schema.CAPTIONS_DIR})
-    SELECT {LANG}, least(floor(({SCORE} - lo) / greatest(hi - lo, 1e-9) * {{bins}}), {{bins}} - 1)::INT AS bin,
-           count(*) AS n, any_value(lo) AS lo, any_value(hi) AS hi
-    FROM {schema.CAPTIONS_DIR}, bounds GROUP BY {LANG}, bin ORDER BY {LANG}, bin
-"""
+SAMPLE_KEYS = f"SELECT hash({URI}) AS h, {URI} FROM {schema.CAPTIONS_DIR}"  # h: the sample's order
 ERRORS = (f"SELECT {URI}, {ERROR_TYPE}, {ERROR}, {ATTEMPT} FROM {schema.ERRORS_DIR} "
           f"ORDER BY {ERROR_TYPE}, {URI} LIMIT {{n}}")
 
@@ -44,10 +35,10 @@ ERRORS = (f"SELECT {URI}, {ERROR_TYPE}, {ERROR}, {ATTEMPT} FROM {schema.ERRORS_D
 def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -> str:
     """The report page for ``out``: a deterministic sample of ``images`` images, and up to ``errors`` errors."""
     options = store.options(out)
-    stats = query.stats(out, options)
-    sample = query.sql(out, SAMPLE.format(n=int(images)), options).read_all().to_pylist()
-    histogram = query.sql(out, HISTOGRAM.format(bins=BINS), options).read_all().to_pylist()
-    failures = query.sql(out, ERRORS.format(n=int(errors)), options).read_all().to_pylist()
+    shards = state.committed(out, options)  # read once: every figure on the page is of the same shards
+    stats = query.stats(out, options, shards, bins=BINS)
+    sample = _sample(out, shards, options, int(images))
+    failures = query.sql(out, ERRORS.format(n=int(errors)), options, shards).read_all().to_pylist()
     body = [
         f"<h1>captioner report: {_e(out)}</h1>",
         _summary(stats),
@@ -55,7 +46,7 @@ def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -
         _filter(sorted({row[LANG] for row in sample})),
         _gallery(sample, store),
         "<h2>Scores</h2><p>Mean token log-probability of each caption; higher is more confident.</p>",
-        _histograms(histogram),
+        _histograms(stats["histogram"]),
         "<h2>Errors</h2>",
         _errors(stats, failures),
         "<h2>Runs</h2>",
@@ -63,6 +54,24 @@ def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -
         FILTER_SCRIPT,
     ]
     return PAGE.format(title=_e(f"captioner report: {out}"), body="\n".join(body))
+
+
+def _sample(out: str, shards: list[state.Shard], options: dict, n: int) -> list[dict]:
+    """The caption rows (of the first SEGMENTS_SHOWN segments) of the ``n`` images whose URIs hash lowest.
+
+    One pass keeps only the n lowest distinct (hash, URI) pairs seen so far, so memory does not grow with the
+    number of images; a second reads the rows of those URIs alone.
+    """
+    reader = query.sql(out, SAMPLE_KEYS, options, shards)
+    lowest = reader.schema.empty_table()
+    for batch in reader:
+        lowest = pa.concat_tables([lowest, pa.Table.from_batches([batch])]).group_by(["h", URI]).aggregate([])
+        lowest = lowest.sort_by("h").slice(0, n)
+    uris = {uri: i for i, uri in enumerate(lowest[URI].to_pylist())}
+    first_segments = pc.field(SEGMENT).is_null() | (pc.field(SEGMENT) < SEGMENTS_SHOWN)
+    shown = pc.field(URI).isin(lowest[URI].combine_chunks()) & first_segments
+    rows = state.captions(out, shards, options).to_table(columns=list(SHOWN), filter=shown).to_pylist()
+    return sorted(rows, key=lambda r: (uris[r[URI]], -1 if r[SEGMENT] is None else r[SEGMENT], r[LANG]))
 
 
 def _e(value) -> str:
@@ -136,17 +145,12 @@ def _filter(langs: list[str]) -> str:
             "filters the whole output.</small></p></form>")
 
 
-def _histograms(rows: list[dict]) -> str:
+def _histograms(histogram: dict) -> str:
     """One bar chart per language: captions (y) per score bin (x), both axes labelled with their range."""
     charts = []
     left, width, height = 40, BINS * 12, 100
-    for lang in sorted({r[LANG] for r in rows}):
-        counts = [0] * BINS
-        lo = hi = 0.0
-        for r in rows:
-            if r[LANG] == lang:
-                counts[r["bin"]] = r["n"]
-                lo, hi = r["lo"], r["hi"]
+    lo, hi = histogram["lo"], histogram["hi"]
+    for lang, counts in sorted(histogram["counts"].items()):
         top = max(counts) or 1
         bars = "".join(
             f'<rect x="{left + i * 12}" y="{height - height * n / top:.1f}" width="10" '

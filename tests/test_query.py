@@ -1,6 +1,26 @@
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
 from captioner import query
-from captioner.store import writer
+from captioner.query import scores
+from captioner.store import state, writer
 from results import image_results
+
+# What stats and the report computed with DuckDB before scores.summary counted them in two streaming passes.
+DUCKDB_SCORES = """
+    SELECT lang, count(*) AS captions, min(score) AS min, quantile_cont(score, 0.1) AS p10,
+           quantile_cont(score, 0.5) AS median, quantile_cont(score, 0.9) AS p90, max(score) AS max,
+           avg(clip_score) AS mean_clip_score, count(*) FILTER (WHERE caption = '') AS empty
+    FROM rows GROUP BY lang ORDER BY lang
+"""
+DUCKDB_HISTOGRAM = """
+    WITH bounds AS (SELECT min(score) AS lo, max(score) AS hi FROM rows)
+    SELECT lang, least(floor((score - lo) / greatest(hi - lo, 1e-9) * 7), 7 - 1)::INT AS bin, count(*) AS n
+    FROM rows, bounds GROUP BY lang, bin ORDER BY lang, bin
+"""
 
 
 def test_sample_returns_rows_of_a_run_or_any(tmp_path):
@@ -20,6 +40,43 @@ def test_stats_add_up_markers_and_runs(tmp_path):
     assert stats["errors_by_type"] == {"truncated": 1} and stats["fingerprints"] == ["en:f", "fr:f"]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_score_figures_equal_duckdbs_exact_quantiles_and_histogram(seed):
+    """Ties, interpolation between ranks, scores of any sign and size, null CLIP scores, empty captions."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    scores_ = [rng.normal(-0.8, 0.5, n), rng.choice([-1.5, -0.25, 0.0, 0.3], n), rng.uniform(-1e5, 1e5, n),
+               -np.abs(rng.standard_cauchy(n)) * 1e-3][seed]
+    rows = pa.table({"lang": rng.choice(["de", "en", "fr"], n), "score": scores_.astype(np.float32),
+                     "clip_score": pa.array(rng.random(n).astype(np.float32), mask=rng.random(n) < 0.3),
+                     "caption": rng.choice(["", "a red circle", "ein Kreis"], n)})
+    per_lang, histogram = scores.summary(pads.dataset(rows), bins=7)
+    want = {row.pop("lang"): row for row in duckdb.sql(DUCKDB_SCORES).to_arrow_table().to_pylist()}
+    assert per_lang.keys() == want.keys()
+    for lang, figures in want.items():
+        assert per_lang[lang] == pytest.approx(figures, rel=1e-12)  # the mean's sum runs in another order
+        assert {k: v for k, v in per_lang[lang].items() if k != "mean_clip_score"} == \
+            {k: v for k, v in figures.items() if k != "mean_clip_score"}
+    bins: dict = {}
+    for lang, b, count in duckdb.sql(DUCKDB_HISTOGRAM).fetchall():
+        bins.setdefault(lang, [0] * 7)[b] = count
+    assert histogram["counts"] == bins
+    assert (histogram["lo"], histogram["hi"]) == (float(rows["score"].to_numpy().min()),
+                                                  float(rows["score"].to_numpy().max()))
+
+
+def test_sql_and_filters_scan_without_keeping_file_footers(tmp_path, monkeypatch):
+    """Arrow keeps each scanned file's parsed footer (~50 KB) for a dataset's life unless the scan says not to:
+    10^4 files would hold 0.5 GB after one pass. DuckDB, too, must scan through ``ScanOnce.scanner``."""
+    writer.write_shard(image_results(["a", "b"]), str(tmp_path))
+    calls = []
+    scanner = state.ScanOnce.scanner
+    monkeypatch.setattr(state.ScanOnce, "scanner", lambda self, *a, **kw: calls.append(kw) or scanner(self, *a, **kw))
+    assert query.sql(str(tmp_path), "SELECT count(*) AS n FROM captions").read_all().to_pylist() == [{"n": 4}]
+    assert calls and "columns" in calls[0]  # DuckDB's scan, with the columns it needs
+    assert query.select(str(tmp_path), query.Filter(lang=("fr",))).read_all().num_rows == 2
+    assert len(calls) == 2
+
 # Over real output written by the job, locally and on the S3 server.
 
 import csv  # noqa: E402
@@ -27,8 +84,6 @@ import io  # noqa: E402
 import json  # noqa: E402
 
 import pyarrow.compute as pc  # noqa: E402
-import pyarrow.dataset as pads  # noqa: E402
-import pytest  # noqa: E402
 
 from captioner import cli  # noqa: E402
 from captioner.run import pipeline  # noqa: E402

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from captioner import report
-from captioner.store import writer
+from captioner import query, report
+from captioner.store import state, writer
 from captioner.config import StorageConfig
 from conftest import jpeg_bytes
 from results import image_results
@@ -99,3 +99,22 @@ def test_a_video_shows_each_segment_as_a_frame_with_its_times(tmp_path):
     page = report.render(str(tmp_path / "out"), StorageConfig())
     assert f"{clip} [0:00.0-0:10.0]" in page and f"{clip} [0:10.0-0:20.0]" in page
     assert page.count('<img src="data:image/jpeg;base64,') == 2  # a frame of each segment
+
+
+# The sample as one DuckDB query defined it before the report found it in a pass that keeps n URIs.
+DUCKDB_SAMPLE = """
+    SELECT uri, segment, start_s, end_s, lang, caption, score, clip_score, producer FROM captions
+    WHERE uri IN (SELECT DISTINCT uri FROM captions ORDER BY hash(uri) LIMIT {n}) AND coalesce(segment, 0) < 6
+    ORDER BY hash(uri), segment, lang
+"""
+
+
+@pytest.mark.parametrize("n", [0, 3, 40])
+def test_the_sample_is_the_images_whose_uris_hash_lowest(tmp_path, n):
+    out = str(tmp_path)
+    writer.write_shard(image_results([f"p{i}.jpg" for i in range(12)], videos={"clip.mp4": 8}), out)
+    writer.write_shard(image_results([f"p{i}.jpg" for i in range(8, 20)], run_id="r2", langs=("de",)), out)
+    shards = state.committed(out)
+    want = query.sql(out, DUCKDB_SAMPLE.format(n=n), shards=shards).read_all().to_pylist()
+    assert report._sample(out, shards, {}, n) == want
+    assert len({row["uri"] for row in want}) == min(n, 21)

@@ -10,14 +10,13 @@ import ray
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from .. import schema
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, ResourceConfig, RunConfig
 from ..fingerprint import fingerprint, fingerprints
 from ..models import loading, translation
 from ..models.preprocess import ImageSpec
 from ..store import fs as storage
 from ..store import manifest, rewrite, state
 from ..store.lease import Lease
-from ..store.todo import Todo
 from . import cluster, planning, reading, resources, stages
 from .summary import Progress, RunFailed, RunSummary, new_run_id, run_record, run_settings
 
@@ -49,25 +48,30 @@ def run(config: RunConfig) -> RunSummary:
         listing = storage.join(run_dir, MANIFEST)
         summary.listed = manifest.freeze(config.input.uri, config.input.extensions,
                                          config.storage.options(config.input.uri), listing, opts)
+        parts, blocks = storage.join(run_dir, TODO), 0
         with planning.plan(config, listing, shards) as todo:
-            summary.skipped = summary.listed - todo.rows
-            log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, todo.rows)
+            pending, summary.skipped = todo.rows, summary.listed - todo.rows
+            log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, pending)
+            if pending:
+                res, cpus = _resources(config)
+                blocks = planning.write(todo, parts, resources.block_rows(res, pending, cpus), opts)
+        state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
+        try:
+            if pending:
+                _execute(config, images, res, parts, blocks, pending, summary, started, lease)
+            _check_error_rate(config, summary, final=True)
+            if config.mode == "overwrite" and others:
+                lease.check()
+                _replace(config, others)
+            summary.status = "succeeded"
+        except BaseException:
+            summary.status = "failed"
+            _drain(config, summary.run_id)
+            raise
+        finally:
+            storage.remove_tree(parts, opts)  # the plan's input blocks: the next run plans afresh
+            summary.elapsed_s = time.monotonic() - started
             state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
-            try:
-                if todo.rows:
-                    _execute(config, images, todo, storage.join(run_dir, TODO), summary, started, lease)
-                _check_error_rate(config, summary, final=True)
-                if config.mode == "overwrite" and others:
-                    lease.check()
-                    _replace(config, others)
-                summary.status = "succeeded"
-            except BaseException:
-                summary.status = "failed"
-                _drain(config, summary.run_id)
-                raise
-            finally:
-                summary.elapsed_s = time.monotonic() - started
-                state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
     return summary
 
 
@@ -164,19 +168,21 @@ def _check_error_rate(config: RunConfig, summary: RunSummary, final: bool = Fals
         )
 
 
-def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: Todo, parts: str, summary: RunSummary,
-             started: float, lease: Lease) -> None:
-    """Write the plan as input blocks under ``parts``, then decode, caption and write them on Ray."""
+def _resources(config: RunConfig) -> tuple[ResourceConfig, float]:
+    """Join or start Ray, and size the caption actors and blocks to the cluster: (resources, the cluster's CPUs)."""
     cluster.connect()
     available = ray.cluster_resources()
     res = resources.resolve(config.resources, available.get("CPU", 1.0), available.get("GPU", 0.0))
     resources.check_fits(res, [node["Resources"] for node in ray.nodes() if node["Alive"]])
     log.info("caption actors: %d x (%g CPU, %g GPU), batch size %d", res.concurrency, res.num_cpus, res.num_gpus,
              res.batch_size)
+    return res, available.get("CPU", 1.0)
 
-    opts = config.storage.options(config.output)
-    blocks = planning.write(todo, parts, resources.block_rows(res, todo.rows, available.get("CPU", 1.0)), opts)
-    fs, root = storage.filesystem(parts, opts)
+
+def _execute(config: RunConfig, images: dict[str, ImageSpec], res: ResourceConfig, parts: str, blocks: int,
+             pending: int, summary: RunSummary, started: float, lease: Lease) -> None:
+    """Read the plan's ``blocks`` Parquet parts under ``parts``, then decode, caption and write them on Ray."""
+    fs, root = storage.filesystem(parts, config.storage.options(config.output))
     ds = ray.data.read_parquet(root, filesystem=None if storage.is_local(fs) else PyFileSystem(FSSpecHandler(fs)),
                                override_num_blocks=blocks)
     ds = ds.map_batches(
@@ -209,7 +215,7 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], todo: Todo, parts:
     )
     rows = iter(ds.iter_rows())
     try:
-        with Progress(todo.rows) as progress, contextlib.closing(rows):  # closing stops the dataset's tasks
+        with Progress(pending) as progress, contextlib.closing(rows):  # closing stops the dataset's tasks
             for counts in rows:
                 if not summary.images:
                     summary.startup_s = time.monotonic() - started

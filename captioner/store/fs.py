@@ -133,6 +133,13 @@ def remove(uri: str, options: dict | None = None) -> None:
         pass
 
 
+def remove_tree(uri: str, options: dict | None = None) -> None:
+    """Delete a folder and everything under it; one already gone is no error."""
+    fs, path = filesystem(uri, options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def write_bytes_atomic(uri: str, data: bytes, options: dict | None = None) -> None:
     """Readers see the whole file or nothing: a local temp file renamed into place, or one object PUT."""
     fs, path = filesystem(uri, options)

@@ -119,8 +119,9 @@ def _local_folder(folder: str) -> Iterator[tuple[list[Row], list[str]]]:
 def _s3_lister(fs: S3FileSystem) -> Lister:
     """``ListObjectsV2`` with a delimiter, page by page, straight from the store (no listing cache in memory)."""
     def lister(folder: str) -> Iterator[tuple[list[Row], list[str]]]:
-        bucket, key, _ = fs.split_path(folder)
-        prefix = f"{key.rstrip('/')}/" if key else ""
+        bucket, _, prefix = folder.partition("/")
+        if prefix and not prefix.endswith("/"):  # the root; the store's own prefixes are kept exactly ("a//")
+            prefix += "/"
         base = fs.unstrip_protocol(bucket)
         request = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
         while True:

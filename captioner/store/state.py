@@ -117,16 +117,30 @@ def drain(output: str, run_id: str, timeout_s: float, options: dict | None = Non
         time.sleep(0.5)
 
 
+class ScanOnce(pads.FileSystemDataset):
+    """A Parquet dataset whose scans forget each file's footer once read.
+
+    By default Arrow keeps every scanned file's parsed footer (about 50 KB) for the dataset's life, so one pass
+    over an output of 10^4 files would hold half a gigabyte. Every scan goes through ``scanner``: ours, and
+    DuckDB's over a registered dataset.
+    """
+
+    def scanner(self, *args, **kwargs) -> pads.Scanner:
+        return super().scanner(*args, **{**kwargs, "cache_metadata": False})
+
+
 def _dataset(output: str, files: list[str], file_schema: pa.Schema, options: dict | None, hive: bool) -> pads.Dataset:
     fs, root = storage.filesystem(output, options)
     paths = [storage.join(root, f) for f in files]
     if hive:
         base = storage.join(root, schema.CAPTIONS_DIR)
-        return pads.dataset(paths, filesystem=fs, format="parquet", schema=schema.CAPTIONS,
-                            partitioning=pads.partitioning(pa.schema([pa.field(schema.LANG, pa.string())]),
-                                                           flavor="hive"),
-                            partition_base_dir=base)
-    return pads.dataset(paths, filesystem=fs, format="parquet", schema=file_schema)
+        found = pads.dataset(paths, filesystem=fs, format="parquet", schema=schema.CAPTIONS,
+                             partitioning=pads.partitioning(pa.schema([pa.field(schema.LANG, pa.string())]),
+                                                            flavor="hive"),
+                             partition_base_dir=base)
+    else:
+        found = pads.dataset(paths, filesystem=fs, format="parquet", schema=file_schema)
+    return ScanOnce(list(found.get_fragments()), found.schema, found.format, found.filesystem)
 
 
 def caption_files(shards: list[Shard], fingerprints: dict[str, str] | None = None) -> list[str]:

@@ -1,8 +1,9 @@
 """What is left to do: the manifest minus what the output holds, planned out of core by DuckDB.
 
-DuckDB scans the manifest parts and the committed Parquet (Arrow datasets, read in batches), joins them with a
-memory limit and spills to a scratch folder past it, and keeps the result in a database file there; so planning
-10^8 images needs disk, not a bigger driver. Nothing here makes a Python object per image.
+The columns a plan reads are copied, batch by batch, from the manifest parts and the committed Parquet (on any
+store) into a local scratch folder; DuckDB joins them there with a memory limit, spills past it, and keeps the
+result in a database file; so planning 10^8 images needs disk, not a bigger driver. Nothing here makes a Python
+object per image.
 
 Images match on their full identity, so a changed object (new size or etag) is captioned again; identity
 columns a manifest left empty are not compared. A video is done in a language once each of its segments is
@@ -17,11 +18,14 @@ from collections.abc import Iterator
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from .. import schema
 
 MEMORY_LIMIT = "1GB"  # DuckDB's working memory while planning; more spills to its scratch folder
+BATCH_ROWS = 200_000  # rows copied at a time into the scratch folder
 Source = pa.Table | pads.Dataset
 
 
@@ -35,10 +39,27 @@ class Todo(contextlib.AbstractContextManager):
         settings = {"memory_limit": MEMORY_LIMIT, "temp_directory": self._scratch.name,
                     "preserve_insertion_order": True, **({"threads": threads} if threads else {})}
         self._db = duckdb.connect(f"{self._scratch.name}/plan.duckdb", config=settings)
-        for name, source in (("listing_in", listing), ("captions_in", captions), ("errors_in", errors)):
-            self._db.register(name, source)
+        keys = [*schema.IDENTITY, schema.LANG, schema.SEGMENT, schema.SEGMENTS]
+        texts = pc.field(schema.SEGMENT).is_valid()  # stored captions travel with partly done videos...
+        if source_language:  # ...and with files to translate
+            texts = texts | (pc.field(schema.LANG) == source_language)
+        self._stage("listing_in", listing, None)
+        self._stage("captions_in", captions, keys)
+        self._stage("captions_text", captions, [*keys, schema.CAPTION, schema.RUN_ID], texts)
+        self._stage("errors_in", errors, [*schema.IDENTITY, schema.SEGMENT, schema.ERROR_TYPE, schema.ATTEMPT])
         self._db.execute(_plan_sql(self._keys(), languages, retry_errors, source_language))
         self.rows = self._db.sql("SELECT count(*) FROM todo").fetchall()[0][0]
+
+    def _stage(self, name: str, source: Source, columns: list[str] | None, where: pc.Expression | None = None) -> None:
+        """Copy the columns a plan reads into a local Parquet file, batch by batch, and name it a view. DuckDB
+        then reads local Parquet natively: it never calls back into Python, whatever store the source is on."""
+        path = f"{self._scratch.name}/{name}.parquet"
+        source = pads.dataset(source) if isinstance(source, pa.Table) else source
+        scanner = source.scanner(columns=columns, filter=where, batch_size=BATCH_ROWS)
+        with pq.ParquetWriter(path, scanner.projected_schema) as writer:
+            for batch in scanner.to_batches():
+                writer.write_batch(batch)
+        self._db.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
 
     def _keys(self) -> list[str]:
         """The URI, and size and etag where the manifest knows them for every row (joins never match nulls)."""
@@ -91,7 +112,7 @@ def _plan_sql(keys: list[str], languages: tuple[str, ...], retry_errors: bool, s
                                      schema.LANG, schema.CAPTION)
     source = ""
     if source_language:
-        source = (f"LEFT JOIN (SELECT {k}, arg_max({cap}, {schema.RUN_ID}) AS {schema.SOURCE_CAPTION} FROM captions_in "
+        source = (f"LEFT JOIN (SELECT {k}, arg_max({cap}, {schema.RUN_ID}) AS {schema.SOURCE_CAPTION} FROM captions_text "
                   f"WHERE {lang} = {_quote(source_language)} AND {seg} IS NULL GROUP BY {k}) USING ({k})")
     return f"""
     CREATE VIEW listing AS SELECT DISTINCT ON ({u}, {s}, {e}) * FROM listing_in;
@@ -113,7 +134,7 @@ def _plan_sql(keys: list[str], languages: tuple[str, ...], retry_errors: bool, s
         GROUP BY {k}, {lang} HAVING count(DISTINCT {seg}) = max({segs});
     CREATE VIEW done_langs AS SELECT {k}, list(DISTINCT {lang}) AS done FROM done GROUP BY {k};
     CREATE VIEW video_captions AS SELECT {k}, json_group_object({seg}::VARCHAR, by_lang) AS captions
-        FROM (SELECT {k}, {seg}, json_group_object({lang}, {cap}) AS by_lang FROM captions_in
+        FROM (SELECT {k}, {seg}, json_group_object({lang}, {cap}) AS by_lang FROM captions_text
               WHERE {seg} IS NOT NULL GROUP BY {k}, {seg})
         GROUP BY {k};
     CREATE VIEW video_lost AS SELECT {k}, to_json(list({seg} ORDER BY {seg})) AS failed FROM lost GROUP BY {k};

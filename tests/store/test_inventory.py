@@ -13,8 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from captioner import schema
-from captioner.store import fs as storage
-from captioner.store import inventory
+from captioner.store import inventory, listing
 
 IMAGES = (".jpg", ".jpeg", ".png")
 REPORT = "inv/{source}/daily"  # <prefix>/<source-bucket>/<config-ID> in the destination bucket
@@ -58,7 +57,8 @@ def row(bucket: str, key: str, version: str, size: int | None, etag: str | None,
 
 def expected(bucket: str, options: dict, extensions: tuple[str, ...] = IMAGES) -> set[tuple]:
     """What listing the source bucket finds: what a user expects the inventory to give."""
-    return {row for row in storage.walk_files(f"s3://{bucket}/", options) if row[0].lower().endswith(extensions)}
+    return {row for page in listing.pages(f"s3://{bucket}/", options) for row in page
+            if row[0].lower().endswith(extensions)}
 
 
 def csv_file(rows: list[dict]) -> bytes:

@@ -1,17 +1,21 @@
 """Reading the output back: committed captions and errors only, filtered or by SQL, streamed in batches."""
 
 import itertools
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from . import schema
-from .config import UserError
-from .store import state
+from .. import schema
+from . import scores
+from ..config import UserError
+from ..store import state
 
 BATCH_ROWS = 65_536  # rows per streamed batch: bounded memory whatever the output's size
+SQL_MEMORY_LIMIT = "1GB"  # DuckDB's working memory for --sql; more spills to a scratch folder
 
 
 class QueryError(UserError, ValueError):
@@ -88,24 +92,38 @@ def _limited(reader: pa.RecordBatchReader, limit: int) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
-def sql(out: str, statement: str, options: dict | None = None) -> pa.RecordBatchReader:
-    """Run SQL with DuckDB over the views ``captions`` and ``errors``, streamed.
+def sql(out: str, statement: str, options: dict | None = None,
+        shards: list[state.Shard] | None = None) -> pa.RecordBatchReader:
+    """Run SQL with DuckDB over the views ``captions`` and ``errors`` (of ``shards``, by default every committed
+    one), streamed.
 
-    DuckDB scans our Arrow datasets (committed files, read through fsspec), so no DuckDB extension is
-    ever downloaded and S3 works wherever captioner's own reads do.
+    DuckDB scans our Arrow datasets (committed files, read through fsspec), so no DuckDB extension is ever
+    downloaded and S3 works wherever captioner's own reads do. Sorts, joins and large groupings spill to a scratch
+    folder past SQL_MEMORY_LIMIT instead of growing with the output.
     """
     import duckdb
 
-    connection = duckdb.connect()
-    connection.register(schema.CAPTIONS_DIR, captions(out, options))
-    connection.register(schema.ERRORS_DIR, errors(out, options))
+    shards = state.committed(out, options) if shards is None else shards
+    scratch = tempfile.TemporaryDirectory(prefix="captioner-sql-")
+    connection = duckdb.connect(config={"memory_limit": SQL_MEMORY_LIMIT, "temp_directory": scratch.name})
+    connection.register(schema.CAPTIONS_DIR, state.captions(out, shards, options))
+    connection.register(schema.ERRORS_DIR, state.errors(out, shards, options))
     try:
         relation = connection.sql(statement)
     except duckdb.Error as exc:
         raise QueryError(str(exc).splitlines()[0]) from None
     if relation is None:
         raise QueryError("the SQL returned no rows to show; write a SELECT over captions or errors")
-    return relation.to_arrow_reader(BATCH_ROWS)
+    reader = relation.to_arrow_reader(BATCH_ROWS)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        finally:  # the scratch folder lives as long as the rows are read
+            connection.close()
+            scratch.cleanup()
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def captions(out: str, options: dict | None = None) -> pads.Dataset:
@@ -136,19 +154,10 @@ def sample(out: str, limit: int, run_id: str | None = None, options: dict | None
                                         r[schema.LANG]))
 
 
-SCORES_BY_LANGUAGE = f"""
-    SELECT {schema.LANG}, count(*) AS captions, min({schema.SCORE}) AS min,
-           quantile_cont({schema.SCORE}, 0.1) AS p10, quantile_cont({schema.SCORE}, 0.5) AS median,
-           quantile_cont({schema.SCORE}, 0.9) AS p90, max({schema.SCORE}) AS max,
-           avg({schema.CLIP_SCORE}) AS mean_clip_score,
-           count(*) FILTER (WHERE {schema.CAPTION} = '') AS empty
-    FROM {schema.CAPTIONS_DIR} GROUP BY {schema.LANG} ORDER BY {schema.LANG}
-"""
-
-
-def stats(out: str, options: dict | None = None) -> dict:
-    """Counts from the commit markers (no Parquet is read) and the run records."""
-    shards = state.committed(out, options)
+def stats(out: str, options: dict | None = None, shards: list[state.Shard] | None = None, bins: int = 0) -> dict:
+    """Counts from the commit markers and the run records, and each language's score figures (two streaming passes
+    over the scores: see ``scores.summary``); with ``bins``, also the captions per score bin."""
+    shards = state.committed(out, options) if shards is None else shards
     images = captioned = failed = caption_rows = 0
     errors_by_type: dict[str, int] = {}
     for shard in shards:
@@ -158,16 +167,17 @@ def stats(out: str, options: dict | None = None) -> dict:
         caption_rows += shard.counts.get("captions", 0)
         for kind, n in shard.errors_by_type.items():
             errors_by_type[kind] = errors_by_type.get(kind, 0) + n
-    per_lang = sql(out, SCORES_BY_LANGUAGE, options).read_all().to_pylist()
-    return {
+    per_lang, histogram = scores.summary(state.captions(out, shards, options), bins)
+    figures = {
         "shards": len(shards),
         "images_processed": images,
         "captioned": captioned,
         "failed": failed,
         "caption_rows": caption_rows,
-        "captions_per_language": {row[schema.LANG]: row["captions"] for row in per_lang},
-        "scores_per_language": {row.pop(schema.LANG): row for row in per_lang},
+        "captions_per_language": {lang: row["captions"] for lang, row in per_lang.items()},
+        "scores_per_language": per_lang,
         "errors_by_type": errors_by_type,
         "fingerprints": sorted({f"{lang}:{fp}" for s in shards for lang, fp in s.fingerprints.items()}),
         "runs": state.run_records(out, options),
     }
+    return {**figures, "histogram": histogram} if bins else figures
