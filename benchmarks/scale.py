@@ -47,11 +47,12 @@ def write_inputs(folder: str, n: int, new: float, config: RunConfig) -> tuple[st
     path, out = os.path.join(folder, "manifest.parquet"), os.path.join(folder, "out")
     done = n - int(n * new)
     fingerprint = fingerprints(config)["en"]
-    with pq.ParquetWriter(path, schema.MANIFEST.remove(4).remove(3)) as writer:
+    identity = schema.MANIFEST.remove(4).remove(3)  # a user's manifest: uri, size, etag
+    with pq.ParquetWriter(path, identity) as writer:
         for start in range(0, n, FILE_ROWS):
             stop = min(n, start + FILE_ROWS)
-            writer.write_table(pa.table({schema.URI: uris(start, stop), schema.SIZE: pa.array(
-                range(start, stop), pa.int64()), schema.ETAG: pa.array([f"{i:x}" for i in range(start, stop)])}))
+            writer.write_table(pa.table([uris(start, stop), pa.array(range(start, stop), pa.int64()),
+                                         pa.array([f"{i:x}" for i in range(start, stop)])], schema=identity))
     for start in range(0, done, FILE_ROWS):
         stop = min(done, start + FILE_ROWS)
         name = f"part-{uuid.uuid4().hex[:24]}.parquet"

@@ -9,6 +9,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 CELL = 60  # widest cell the table format prints
+ROW_GROUP_ROWS = 131_072  # rows per Parquet row group written
 
 
 def write(reader: pa.RecordBatchReader, fmt: str, sink: BinaryIO) -> int:
@@ -66,9 +67,18 @@ def _csv(reader: pa.RecordBatchReader, sink: BinaryIO) -> int:
 
 
 def _parquet(reader: pa.RecordBatchReader, sink: BinaryIO) -> int:
-    rows = 0
+    """Batches gathered into row groups of ROW_GROUP_ROWS: a row group per batch (a batch per scanned file, often a
+    thousand rows) would make a slow file whose footer, held by the writer until it closes, grows with the rows."""
+    rows = pending = 0
+    held: list[pa.RecordBatch] = []
     with pq.ParquetWriter(sink, reader.schema, compression="zstd") as out:
         for batch in reader:
-            out.write_batch(batch)
+            held.append(batch)
             rows += batch.num_rows
+            pending += batch.num_rows
+            if pending >= ROW_GROUP_ROWS:
+                out.write_table(pa.Table.from_batches(held, reader.schema))
+                held, pending = [], 0
+        if held:
+            out.write_table(pa.Table.from_batches(held, reader.schema))
     return rows

@@ -27,7 +27,8 @@ BINS = 20  # histogram bars per language
 SEGMENTS_SHOWN = 6  # the first segments of a sampled video get a card each
 SHOWN = (URI, SEGMENT, schema.START_S, schema.END_S, LANG, CAPTION, SCORE, CLIP_SCORE, PRODUCER)  # a sampled row
 
-SAMPLE_KEYS = f"SELECT hash({URI}) AS h, {URI} FROM {schema.CAPTIONS_DIR}"  # h: the sample's order
+# The rows whose URIs hash lowest: DuckDB keeps {rows} rows, however many the output holds.
+LOWEST = f"SELECT {URI} FROM {schema.CAPTIONS_DIR} ORDER BY hash({URI}) LIMIT {{rows}}"
 ERRORS = (f"SELECT {URI}, {ERROR_TYPE}, {ERROR}, {ATTEMPT} FROM {schema.ERRORS_DIR} "
           f"ORDER BY {ERROR_TYPE}, {URI} LIMIT {{n}}")
 
@@ -59,19 +60,22 @@ def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -
 def _sample(out: str, shards: list[state.Shard], options: dict, n: int) -> list[dict]:
     """The caption rows (of the first SEGMENTS_SHOWN segments) of the ``n`` images whose URIs hash lowest.
 
-    One pass keeps only the n lowest distinct (hash, URI) pairs seen so far, so memory does not grow with the
-    number of images; a second reads the rows of those URIs alone.
+    The rows with the lowest hashes hold those URIs once they hold more than n URIs (or are every row), so the
+    search reads more rows only when an image has many (a video's segments); a second scan reads the sampled
+    images' rows alone.
     """
-    reader = query.sql(out, SAMPLE_KEYS, options, shards)
-    lowest = reader.schema.empty_table()
-    for batch in reader:
-        lowest = pa.concat_tables([lowest, pa.Table.from_batches([batch])]).group_by(["h", URI]).aggregate([])
-        lowest = lowest.sort_by("h").slice(0, n)
-    uris = {uri: i for i, uri in enumerate(lowest[URI].to_pylist())}
+    rows = 16 * (n + 1)
+    while True:
+        lowest = query.sql(out, LOWEST.format(rows=rows), options, shards).read_all()
+        uris = list(dict.fromkeys(lowest[URI].to_pylist()))  # by hash, each once
+        if len(uris) > n or lowest.num_rows < rows:
+            break
+        rows *= 4
+    order = {uri: i for i, uri in enumerate(uris[:n])}
     first_segments = pc.field(SEGMENT).is_null() | (pc.field(SEGMENT) < SEGMENTS_SHOWN)
-    shown = pc.field(URI).isin(lowest[URI].combine_chunks()) & first_segments
-    rows = state.captions(out, shards, options).to_table(columns=list(SHOWN), filter=shown).to_pylist()
-    return sorted(rows, key=lambda r: (uris[r[URI]], -1 if r[SEGMENT] is None else r[SEGMENT], r[LANG]))
+    shown = pc.field(URI).isin(pa.array(list(order), pa.string())) & first_segments
+    found = query.scan(out, shards, list(SHOWN), shown, options=options).read_all().to_pylist()
+    return sorted(found, key=lambda r: (order[r[URI]], -1 if r[SEGMENT] is None else r[SEGMENT], r[LANG]))
 
 
 def _e(value) -> str:

@@ -71,3 +71,17 @@ def test_memory_run(bench, tmp_path, capsys):
     assert result["memory_run"]["captioned"] == 200
     assert set(result["points"]) == {"start", "middle", "end"}
     assert "driver MiB" in capsys.readouterr().out
+
+
+def test_scale_benchmark_counts_what_it_plans(capsys):
+    """benchmarks/scale.py on a thousand images: its plan and dry run find exactly the images left out."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--sizes", "1000", "--tree-sizes",
+                           "1000", "--new", "0.1", "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {row["what"]: row for row in json.loads(done.stdout.strip().splitlines()[-1])}
+    assert set(rows) == {"manifest", "plan", "dry run", "list tree"}
+    assert rows["plan"]["runs"][0]["todo"] == rows["dry run"]["runs"][0]["todo"] == 100
+    assert rows["dry run"]["runs"][0]["done"] == 900 and rows["list tree"]["runs"][0]["listed"] == 1000

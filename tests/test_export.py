@@ -34,3 +34,13 @@ def test_table_is_aligned():
     lines = _write("table").decode().splitlines()
     assert lines[0].split() == ["uri", "caption", "score"]
     assert lines[1].index("un cercle") == lines[0].index("caption") and "-0.500" in lines[1]
+
+
+def test_parquet_gathers_small_batches_into_row_groups(monkeypatch):
+    monkeypatch.setattr(export, "ROW_GROUP_ROWS", 3)
+    batches = [TABLE.slice(i % 2, 1).to_batches()[0] for i in range(7)]
+    sink = io.BytesIO()
+    assert export.write(pa.RecordBatchReader.from_batches(TABLE.schema, batches), "parquet", sink) == 7
+    written = pq.ParquetFile(io.BytesIO(sink.getvalue()))
+    assert [written.metadata.row_group(i).num_rows for i in range(written.num_row_groups)] == [3, 3, 1]
+    assert written.read().equals(pa.Table.from_batches(batches))

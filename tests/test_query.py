@@ -50,7 +50,7 @@ def test_score_figures_equal_duckdbs_exact_quantiles_and_histogram(seed):
     rows = pa.table({"lang": rng.choice(["de", "en", "fr"], n), "score": scores_.astype(np.float32),
                      "clip_score": pa.array(rng.random(n).astype(np.float32), mask=rng.random(n) < 0.3),
                      "caption": rng.choice(["", "a red circle", "ein Kreis"], n)})
-    per_lang, histogram = scores.summary(pads.dataset(rows), bins=7)
+    per_lang, histogram = scores.summary(lambda columns: pads.dataset(rows).scanner(columns=columns).to_reader(), 7)
     want = {row.pop("lang"): row for row in duckdb.sql(DUCKDB_SCORES).to_arrow_table().to_pylist()}
     assert per_lang.keys() == want.keys()
     for lang, figures in want.items():
@@ -73,9 +73,23 @@ def test_sql_and_filters_scan_without_keeping_file_footers(tmp_path, monkeypatch
     scanner = state.ScanOnce.scanner
     monkeypatch.setattr(state.ScanOnce, "scanner", lambda self, *a, **kw: calls.append(kw) or scanner(self, *a, **kw))
     assert query.sql(str(tmp_path), "SELECT count(*) AS n FROM captions").read_all().to_pylist() == [{"n": 4}]
-    assert calls and "columns" in calls[0]  # DuckDB's scan, with the columns it needs
+    assert len(calls) == 1 and "columns" in calls[0]  # DuckDB's scan, with the columns it needs
     assert query.select(str(tmp_path), query.Filter(lang=("fr",))).read_all().num_rows == 2
-    assert len(calls) == 2
+    assert len(calls) > 1
+
+def test_a_scan_gives_arrow_a_part_of_the_output_at_a_time(tmp_path, monkeypatch):
+    """Arrow's threaded scan reads ahead of a slow reader until its last file; the parts come out as one scan."""
+    for run in ("r1", "r2", "r3"):
+        writer.write_shard(image_results([f"{run}-a", f"{run}-b"], run_id=run), str(tmp_path))
+    shards = state.committed(str(tmp_path))
+    monkeypatch.setattr(query, "SHARDS_PER_SCAN", 2)
+    calls = []
+    scanner = state.ScanOnce.scanner
+    monkeypatch.setattr(state.ScanOnce, "scanner", lambda self, *a, **kw: calls.append(len(self.files)) or
+                        scanner(self, *a, **kw))
+    rows = query.scan(str(tmp_path), shards, ["uri", "lang"]).read_all()
+    assert calls == [0, 4, 2]  # the schema, then two parts: two shards of two files, one shard
+    assert rows.equals(state.captions(str(tmp_path), shards).to_table(columns=["uri", "lang"]))
 
 # Over real output written by the job, locally and on the S3 server.
 

@@ -15,7 +15,9 @@ from ..config import UserError
 from ..store import state
 
 BATCH_ROWS = 65_536  # rows per streamed batch: bounded memory whatever the output's size
+SHARDS_PER_SCAN = 64  # shards an Arrow scan is given at a time: see ``scan``
 SQL_MEMORY_LIMIT = "1GB"  # DuckDB's working memory for --sql; more spills to a scratch folder
+SQL_PARTS = 64  # most parts a view of --sql is made of: each registered part costs DuckDB about a megabyte
 
 
 class QueryError(UserError, ValueError):
@@ -71,13 +73,33 @@ def _glob_to_like(glob: str) -> str:
 def select(out: str, where: Filter, columns: list[str] | None = None, ledger: bool = False,
            limit: int | None = None, options: dict | None = None) -> pa.RecordBatchReader:
     """Filtered rows of the captions (or, with ``ledger``, of the errors), streamed."""
-    dataset = errors(out, options) if ledger else captions(out, options)
-    unknown = sorted(set(columns or ()) - set(dataset.schema.names))
+    names = (schema.ERROR_FILE if ledger else schema.CAPTIONS).names
+    unknown = sorted(set(columns or ()) - set(names))
     if unknown:
-        raise QueryError(f"unknown column(s) {', '.join(unknown)}; columns are {', '.join(dataset.schema.names)}")
-    scanner = dataset.scanner(columns=columns, filter=where.expression(ledger), batch_size=BATCH_ROWS)
-    reader = scanner.to_reader()
+        raise QueryError(f"unknown column(s) {', '.join(unknown)}; columns are {', '.join(names)}")
+    reader = scan(out, state.committed(out, options), columns, where.expression(ledger), ledger, options)
     return _limited(reader, limit) if limit is not None else reader
+
+
+def scan(out: str, shards: list[state.Shard], columns: list[str] | None = None, where: pc.Expression | None = None,
+         ledger: bool = False, options: dict | None = None) -> pa.RecordBatchReader:
+    """The committed captions (or errors) of ``shards``, scanned SHARDS_PER_SCAN shards at a time.
+
+    Arrow's threaded scan reads ahead of a reader slower than the files (a JSON export, a Python loop) until its
+    last file, holding what it read; so a scan is only ever given a part of the output, and the next part starts
+    when the reader has taken the rows of the one before.
+    """
+    read = state.errors if ledger else state.captions
+    parts = _parts(shards)
+
+    def scanner(part: list[state.Shard]) -> pads.Scanner:
+        return read(out, part, options).scanner(columns=columns, filter=where, batch_size=BATCH_ROWS)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for part in parts:
+            yield from scanner(part).to_reader()
+
+    return pa.RecordBatchReader.from_batches(scanner([]).projected_schema, batches())
 
 
 def _limited(reader: pa.RecordBatchReader, limit: int) -> pa.RecordBatchReader:
@@ -90,6 +112,12 @@ def _limited(reader: pa.RecordBatchReader, limit: int) -> pa.RecordBatchReader:
             left -= batch.num_rows
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _parts(shards: list[state.Shard], most: int | None = None) -> list[list[state.Shard]]:
+    """``shards`` in parts of SHARDS_PER_SCAN, or in ``most`` larger parts where there would be more."""
+    size = max(SHARDS_PER_SCAN, -(-len(shards) // most) if most else 0)
+    return [shards[i:i + size] for i in range(0, len(shards), size)]
 
 
 def sql(out: str, statement: str, options: dict | None = None,
@@ -106,8 +134,12 @@ def sql(out: str, statement: str, options: dict | None = None,
     shards = state.committed(out, options) if shards is None else shards
     scratch = tempfile.TemporaryDirectory(prefix="captioner-sql-")
     connection = duckdb.connect(config={"memory_limit": SQL_MEMORY_LIMIT, "temp_directory": scratch.name})
-    connection.register(schema.CAPTIONS_DIR, state.captions(out, shards, options))
-    connection.register(schema.ERRORS_DIR, state.errors(out, shards, options))
+    for view, read in ((schema.CAPTIONS_DIR, state.captions), (schema.ERRORS_DIR, state.errors)):
+        parts = _parts(shards, SQL_PARTS) or [[]]
+        for i, part in enumerate(parts):  # DuckDB reads the parts one after another, so Arrow reads ahead in one
+            connection.register(f"{view}_{i}", read(out, part, options))
+        connection.execute(f"CREATE TEMP VIEW {view} AS "
+                           + " UNION ALL ".join(f"SELECT * FROM {view}_{i}" for i in range(len(parts))))
     try:
         relation = connection.sql(statement)
     except duckdb.Error as exc:
@@ -124,16 +156,6 @@ def sql(out: str, statement: str, options: dict | None = None,
             scratch.cleanup()
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
-
-
-def captions(out: str, options: dict | None = None) -> pads.Dataset:
-    """Committed caption rows, ``lang`` included."""
-    return state.captions(out, state.committed(out, options), options)
-
-
-def errors(out: str, options: dict | None = None) -> pads.Dataset:
-    """Committed error rows: the error ledger."""
-    return state.errors(out, state.committed(out, options), options)
 
 
 def sample(out: str, limit: int, run_id: str | None = None, options: dict | None = None) -> list[dict]:
@@ -167,7 +189,7 @@ def stats(out: str, options: dict | None = None, shards: list[state.Shard] | Non
         caption_rows += shard.counts.get("captions", 0)
         for kind, n in shard.errors_by_type.items():
             errors_by_type[kind] = errors_by_type.get(kind, 0) + n
-    per_lang, histogram = scores.summary(state.captions(out, shards, options), bins)
+    per_lang, histogram = scores.summary(lambda columns: scan(out, shards, columns, options=options), bins)
     figures = {
         "shards": len(shards),
         "images_processed": images,

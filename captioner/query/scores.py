@@ -8,18 +8,18 @@ the same float precision.
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from .. import schema
 
 QUANTILES = (("p10", 0.1), ("median", 0.5), ("p90", 0.9))
 RADIX = 1 << 16  # counters per table: 0.5 MB, one table per language and one per bucket holding a wanted rank
 CHUNK_ROWS = 65_536  # rows counted at a time
+Scan = Callable[[list[str]], pa.RecordBatchReader]  # the caption rows, these columns only
 
 
 def _keys(scores: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -34,12 +34,12 @@ def _score(key: int) -> np.float32:
     return np.array([bits], np.uint32).view(np.float32)[0]
 
 
-def _by_language(dataset: pads.Dataset, columns: list[str]) -> Iterator[tuple[str, pa.RecordBatch]]:
+def _by_language(scan: Scan, columns: list[str]) -> Iterator[tuple[str, pa.RecordBatch]]:
     """The scanned rows in batches of one language, of about CHUNK_ROWS rows: a file (one language) is often a
     thousand rows, too few to pay for a round of numpy calls each."""
     held: dict[str, list[pa.RecordBatch]] = {}
     rows: dict[str, int] = {}
-    for batch in dataset.scanner(columns=[schema.LANG, *columns]).to_reader():
+    for batch in scan([schema.LANG, *columns]):
         langs = pc.unique(batch[schema.LANG])
         for lang in langs.to_pylist():
             part = batch if len(langs) == 1 else batch.filter(pc.equal(batch[schema.LANG], lang))
@@ -70,23 +70,25 @@ def _interpolate(low: np.float32, high: np.float32, fraction: float) -> np.float
     return np.float32(float(low) + (float(high) - float(low)) * fraction)
 
 
-def summary(dataset: pads.Dataset, bins: int = 0) -> tuple[dict[str, dict], dict]:
+def summary(scan: Scan, bins: int = 0) -> tuple[dict[str, dict], dict]:
     """({language: captions, min, p10, median, p90, max, mean_clip_score, empty}, by language), and with ``bins``
-    the histogram {lo, hi, counts: {language: captions per bin}} over the score range of all languages (else {})."""
-    found = _first_pass(dataset)
+    the histogram {lo, hi, counts: {language: captions per bin}} over the score range of all languages (else {}).
+
+    ``scan(columns)`` reads these columns of every caption row; it is called twice."""
+    found = _first_pass(scan)
     lo = min((_score(f["first"]) for f in found.values()), default=np.float32(0))
     hi = max((_score(f["last"]) for f in found.values()), default=np.float32(0))
-    counts = _second_pass(dataset, found, lo, hi, bins)
+    counts = _second_pass(scan, found, lo, hi, bins)
     per_lang = {lang: _figures(found[lang]) for lang in sorted(found)}
     histogram = {"lo": float(lo), "hi": float(hi), "counts": {k: v.tolist() for k, v in sorted(counts.items())}}
     return per_lang, histogram if bins else {}
 
 
-def _first_pass(dataset: pads.Dataset) -> dict[str, dict]:
+def _first_pass(scan: Scan) -> dict[str, dict]:
     """Per language: the counts, the lowest and highest keys, the CLIP sum, and keys counted by their high bits;
     then where each wanted rank falls: its bucket, and its rank inside the bucket."""
     found: dict[str, dict] = {}
-    for lang, batch in _by_language(dataset, [schema.SCORE, schema.CLIP_SCORE, schema.CAPTION]):
+    for lang, batch in _by_language(scan, [schema.SCORE, schema.CLIP_SCORE, schema.CAPTION]):
         keys = _keys(batch[schema.SCORE])
         clip = batch[schema.CLIP_SCORE].drop_null()
         figures = found.setdefault(lang, {"n": 0, "first": 2**32, "last": -1, "clip": 0.0, "clips": 0, "empty": 0,
@@ -105,13 +107,13 @@ def _first_pass(dataset: pads.Dataset) -> dict[str, dict]:
     return found
 
 
-def _second_pass(dataset: pads.Dataset, found: dict[str, dict], lo: np.float32, hi: np.float32,
+def _second_pass(scan: Scan, found: dict[str, dict], lo: np.float32, hi: np.float32,
                  bins: int) -> dict[str, np.ndarray]:
     """Count the low bits of the keys in the buckets holding wanted ranks, and with ``bins`` the captions per bin
     of each language, as SQL's least(floor((score - lo) / greatest(hi - lo, 1e-9) * bins), bins - 1)."""
     width = max(float(np.float32(hi - lo)), 1e-9)
     counts = {lang: np.zeros(bins, np.int64) for lang in found}
-    for lang, batch in _by_language(dataset, [schema.SCORE]):
+    for lang, batch in _by_language(scan, [schema.SCORE]):
         keys = _keys(batch[schema.SCORE])
         for bucket, table in found[lang]["low"].items():
             table += np.bincount(keys[keys >> 16 == bucket] & 0xFFFF, minlength=RADIX)

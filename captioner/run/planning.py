@@ -46,11 +46,13 @@ def write(todo: Todo, dest: str, rows_per_part: int, options: dict | None = None
 
 
 def count(config: RunConfig, listing: str, listed: int, shards: list[state.Shard]) -> Plan:
-    """The plan of a run, counted: planned twice, with and without retrying errors, to tell done from failed."""
-    with plan(config, listing, shards) as todo, plan(config, listing, shards, retry_errors=True) as retrying:
-        return Plan(listed=listed, done=listed - retrying.rows, failed_for_good=retrying.rows - todo.rows,
-                    todo=todo.rows, per_language=todo.per_language(),
-                    shards=-(-todo.rows // config.resources.rows_per_file))
+    """The plan of a run, counted: planned twice, one after the other, with and without retrying errors, to tell
+    done from failed."""
+    with plan(config, listing, shards, retry_errors=True) as retrying:
+        again = retrying.rows
+    with plan(config, listing, shards) as todo:
+        return Plan(listed=listed, done=listed - again, failed_for_good=again - todo.rows, todo=todo.rows,
+                    per_language=todo.per_language(), shards=-(-todo.rows // config.resources.rows_per_file))
 
 
 def mixed_settings_message(config: RunConfig, others: dict[str, set[str]]) -> str:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .. import schema
 
-MEMORY_LIMIT = "1GB"  # DuckDB's working memory while planning; more spills to its scratch folder
+MEMORY_LIMIT = "512MB"  # DuckDB's working memory while planning; more spills to its scratch folder
 BATCH_ROWS = 200_000  # rows copied at a time into the scratch folder
 Source = pa.Table | pads.Dataset
 
