@@ -13,7 +13,7 @@ import os
 import pickle
 import shutil
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import (
@@ -63,6 +63,8 @@ class Loaded:
 @dataclass
 class Captioner(Loaded):
     info: ModelInfo | None = None
+    # The fast path's static KV caches by batch shape (``fast.py``), kept: CUDA graphs replay on the same tensors
+    caches: dict[tuple, object] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
