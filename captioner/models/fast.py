@@ -46,8 +46,8 @@ def generate(captioner: Captioner, encoded: torch.Tensor, prompt: torch.Tensor, 
     key = (size, length, tuple(encoded.shape[1:]))
     if key not in captioner.caches:
         captioner.caches[key] = family.static_cache(model, length, encoded)
-        log.info("fast generation for batches of %d, %d tokens: %s", size, length,
-                 "static cache" if captioner.caches[key] else f"plain, the {family.name} family has no static cache")
+        log.info("fast generation for batches of %d, %d tokens: %s", size, length, "a static cache"
+                 if captioner.caches[key] is not None else f"plain, the {family.name} family has no static cache")
     cache = captioner.caches[key]
     if cache is None:
         return family.generate(model, encoded, prompt, **search)

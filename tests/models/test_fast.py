@@ -97,7 +97,7 @@ def test_families_without_a_static_cache_fall_back_silently(kind, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_compiled_on_cuda_in_fp32_is_plain_generate_token_for_token(pixels):
+def test_compiled_on_cuda_in_fp32_is_plain_generate_token_for_token():
     """On CUDA the decoder step is compiled into CUDA graphs; a second call replays them on the same cache."""
     from captioner.config import DEMO_MODEL
     from captioner.train import scenes as synthetic
