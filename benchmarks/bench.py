@@ -63,13 +63,13 @@ from captioner.run import reading, stages
 from captioner.run.resources import resolve
 from captioner.config import (DEMO_MODEL, DecodeConfig, GenerationConfig, InputConfig, ModelConfig, ResourceConfig,
                               RunConfig)
+from vit_gpt2 import vit_gpt2  # benchmarks/: the full-size architecture, shared with gpu_generate.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"camera": (4032, 3024), "web": (1024, 768)}  # 12.2 MP phone camera; a typical web image
 FORMATS = {"jpeg": ("JPEG", ".jpg", {"quality": 90}), "png": ("PNG", ".png", {})}
 KINDS = [f"{size}-{fmt}" for size in SIZES for fmt in FORMATS]
 BASELINE_BATCH = 8
-EOT = 50256  # GPT-2's <|endoftext|>: start, end and padding token of the nlpconnect checkpoint
 # Dense fp16 tensor-core peaks in TFLOP/s, by a word of the CUDA device name (SXM parts where there are two).
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0, "T4": 65.0}
 
@@ -96,38 +96,6 @@ def image_files(cache: Path, kind: str, n: int) -> list[Path]:
             textured(np.random.default_rng(i), *SIZES[size]).save(tmp, format=pil_format, **options)
             tmp.rename(path)
     return paths
-
-
-def vit_gpt2(folder: Path) -> Path:
-    """The nlpconnect/vit-gpt2-image-captioning architecture with random weights, saved once as safetensors."""
-    if (folder / "model.safetensors").exists():
-        return folder
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (GPT2Config, PreTrainedTokenizerFast, ViTConfig, ViTImageProcessorPil,
-                              VisionEncoderDecoderConfig, VisionEncoderDecoderModel)
-
-    words = [f"w{i}" for i in range(EOT)] + ["<|endoftext|>"]  # every id decodes to a word
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<|endoftext|>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.decoder = decoders.WordPiece(prefix="##")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                        pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-    encoder = ViTConfig(image_size=224, patch_size=16)  # ViT-B/16: 12 layers, 768 wide, 12 heads
-    decoder = GPT2Config(vocab_size=EOT + 1, add_cross_attention=True, is_decoder=True, bos_token_id=EOT,
-                         eos_token_id=EOT)  # GPT-2 small: 12 layers, 768 wide, 1024 positions
-    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = EOT
-    torch.manual_seed(0)
-    net = VisionEncoderDecoderModel(config=config)
-    for key in ("decoder_start_token_id", "pad_token_id", "eos_token_id"):
-        setattr(net.generation_config, key, EOT)
-    tmp = folder.with_name(folder.name + ".tmp")
-    net.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    processor = ViTImageProcessorPil(size={"height": 224, "width": 224}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    processor.save_pretrained(tmp)
-    tmp.rename(folder)
-    return folder
 
 
 def median(values: list[float]) -> float:

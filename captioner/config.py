@@ -11,6 +11,7 @@ DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 MODES = ("resume", "append", "overwrite")
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 LANGUAGE_PROMPTS = ("auto", "start", "after-start")  # where an mBART-50 language code goes in the decoder prompt
+FAST_GENERATION = ("auto", "on", "off")  # static KV cache, CUDA graphs and fixed batch shapes for greedy captions
 RETRY_MODES = ("standard", "adaptive")  # botocore's retry modes: both back off with jitter; adaptive also paces
 # Pillow formats decoded in this process, by Pillow's own code and libraries; --image-formats picks among them.
 # Never EPS (it runs Ghostscript) or any other format whose plugin calls out to a program.
@@ -143,6 +144,7 @@ class GenerationConfig:
     temperature: float | None = None  # set with top_p to sample instead of searching
     top_p: float | None = None  # nucleus sampling mass
     seed: int = 0  # makes sampling reproducible
+    fast: str = "auto"  # greedy on a static cache, compiled on CUDA: auto (on CUDA), on, off; same tokens either way
 
     @property
     def do_sample(self) -> bool:
@@ -157,6 +159,8 @@ class GenerationConfig:
             raise ConfigError(f"--temperature must be > 0, got {self.temperature}; leave it out for greedy decoding")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.fast not in FAST_GENERATION:
+            raise ConfigError(f"--fast-generation must be one of {', '.join(FAST_GENERATION)}, got {self.fast!r}")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ def test_help_explains_every_option():
             assert action.help and len(action.help) > 10, action.dest
     text = run.format_help()
     for flag in ("--model", "--revision", "--languages", "--num-beams", "--temperature", "--top-p", "--max-new-tokens",
-                 "--seed", "--concurrency", "--batch-size", "--num-gpus", "--num-cpus", "--endpoint-url", "--anon"):
+                 "--seed", "--fast-generation", "--concurrency", "--batch-size", "--num-gpus", "--num-cpus",
+                 "--endpoint-url", "--anon"):
         assert flag in text
 
 
@@ -37,11 +38,11 @@ def test_arguments_become_configs():
          "--image-formats", "jpeg,png,ppm", "--max-image-pixels", "1000", "--max-image-mb", "3",
          "--decode-timeout-s", "2.5", "--decode-memory-cap-mb", "300", "--store-max-attempts", "4",
          "--store-retry-mode", "adaptive", "--safetensors-only", "--dtype", "bf16",
-         "--language-prompt", "start"]
+         "--language-prompt", "start", "--fast-generation", "off"]
     )
     config = cli.run.run_config(args)
     assert config.languages == ("en", "fr")
-    assert config.generation.num_beams == 3 and config.generation.do_sample
+    assert config.generation.num_beams == 3 and config.generation.do_sample and config.generation.fast == "off"
     assert config.storage.options("s3://b/in")["endpoint_url"] == "http://127.0.0.1:9000"
     assert config.storage.options("s3://b/in")["config_kwargs"]["retries"] == {"total_max_attempts": 4,
                                                                                           "mode": "adaptive"}

@@ -10,6 +10,7 @@ from captioner.config import ConfigError, GenerationConfig, InputConfig, ModelCo
         ({"num_beams": 0}, "--num-beams"),
         ({"temperature": 0.0}, "--temperature"),
         ({"top_p": 1.5}, "--top-p"),
+        ({"fast": "yes"}, "--fast-generation must be one of auto, on, off"),
     ],
 )
 def test_generation_validation(kwargs, message):

@@ -14,6 +14,10 @@ def test_fingerprints_follow_what_changes_each_language():
     assert fingerprints(translated)["en"] == fingerprints(base)["en"]  # adding languages leaves en alone
     assert fingerprints(translated)["fr"] != fingerprints(base)["fr"]  # native fr and translated fr differ
     assert fingerprint(base) != fingerprint(translated)
+    for fast in ("on", "off"):  # the same tokens either way: output written by one resumes with the other
+        same = RunConfig(input=InputConfig("in"), output="out", languages=("en", "fr"),
+                         generation=GenerationConfig(fast=fast))
+        assert fingerprints(same) == fingerprints(base)
 
 
 def test_a_local_model_is_known_by_its_content_not_its_path(tiny_model, tmp_path):

@@ -1,8 +1,8 @@
-"""Option types and the storage options every command shares."""
+"""Option types, and the storage and generation options the commands share."""
 
 import argparse
 
-from ..config import RETRY_MODES, StorageConfig
+from ..config import FAST_GENERATION, RETRY_MODES, GenerationConfig, StorageConfig
 
 
 def csv(value: str) -> tuple[str, ...]:
@@ -29,3 +29,28 @@ def storage_config(args: argparse.Namespace) -> StorageConfig:
     """The parsed storage options as the frozen config the library takes."""
     return StorageConfig(endpoint_url=args.endpoint_url, anon=args.anon, profile=args.profile,
                          max_attempts=args.store_max_attempts, retry_mode=args.store_retry_mode)
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """How captions are searched for."""
+    g = parser.add_argument_group("generation")
+    g.add_argument("--max-new-tokens", type=int, default=GenerationConfig.max_new_tokens,
+                   help="longest caption, in tokens (default: %(default)s)")
+    g.add_argument("--num-beams", type=int, default=GenerationConfig.num_beams,
+                   help="beam search width; 1 is greedy decoding (default: %(default)s)")
+    g.add_argument("--temperature", type=float, help="sample with this temperature instead of greedy/beam search")
+    g.add_argument("--top-p", type=float, help="sample from the smallest token set with this probability mass")
+    g.add_argument("--seed", type=int, default=GenerationConfig.seed,
+                   help="seed for sampling; the same seed gives the same captions (default: %(default)s)")
+    g.add_argument("--fast-generation", choices=FAST_GENERATION, default=GenerationConfig.fast,
+                   help="greedy captions on a static KV cache with the decoder step compiled into CUDA graphs, "
+                   "batches padded to the next power of two (so a power-of-two --batch-size wastes nothing); "
+                   "the same tokens as without. auto: on CUDA GPUs; on: also on CPU, without compiling; beam "
+                   "search, sampling, GIT and BLIP always take the plain path (default: %(default)s)")
+
+
+def generation_config(args: argparse.Namespace) -> GenerationConfig:
+    """The parsed generation options as the frozen config the library takes."""
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                            temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                            fast=args.fast_generation)

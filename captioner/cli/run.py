@@ -15,14 +15,13 @@ from ..config import (
     MODES,
     ConfigError,
     DecodeConfig,
-    GenerationConfig,
     InputConfig,
     ModelConfig,
     ResourceConfig,
     RunConfig,
     VideoConfig,
 )
-from .options import add_storage_arguments, csv, storage_config
+from .options import add_generation_arguments, add_storage_arguments, csv, generation_config, storage_config
 
 SMALL_RUN = 16  # a run of at most this many images shows all its captions at the end
 SAMPLE_CAPTIONS = 12  # caption rows shown at the end of a larger run, the languages taking turns
@@ -106,15 +105,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    "CLIP-Vision-mBART50 was trained) or follows it (after-start, mBART-50's own way); auto reads "
                    "it from the checkpoint's decoder start token (default: %(default)s)")
 
-    g = parser.add_argument_group("generation")
-    g.add_argument("--max-new-tokens", type=int, default=GenerationConfig.max_new_tokens,
-                   help="longest caption, in tokens (default: %(default)s)")
-    g.add_argument("--num-beams", type=int, default=GenerationConfig.num_beams,
-                   help="beam search width; 1 is greedy decoding (default: %(default)s)")
-    g.add_argument("--temperature", type=float, help="sample with this temperature instead of greedy/beam search")
-    g.add_argument("--top-p", type=float, help="sample from the smallest token set with this probability mass")
-    g.add_argument("--seed", type=int, default=GenerationConfig.seed,
-                   help="seed for sampling; the same seed gives the same captions (default: %(default)s)")
+    add_generation_arguments(parser)
 
     r = parser.add_argument_group("resources (defaults derive from the cluster)")
     r.add_argument("--concurrency", type=_concurrency, metavar="N|MIN:MAX",
@@ -191,8 +182,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         model=ModelConfig(name=args.model, revision=args.revision, cache_dir=args.model_cache,
                           safetensors_only=args.safetensors_only, dtype=args.dtype,
                           language_prompt=args.language_prompt),
-        generation=GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                                    temperature=args.temperature, top_p=args.top_p, seed=args.seed),
+        generation=generation_config(args),
         languages=args.languages,
         translate=tuple(pair for group in args.translate for pair in group),
         source_language=args.source_language,

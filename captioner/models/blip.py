@@ -2,7 +2,8 @@
 cross-attends to, as ``Salesforce/blip-image-captioning-base``, which LAION-COCO used. No Ray here.
 
 Captions start from the decoder's BOS token and end at its SEP token, as BLIP's own ``generate`` does.
-It writes one language.
+It writes one language. It has no static cache (captions take the plain path when fast generation is asked for):
+transformers does not mark its text decoder as one that compiles, and a static cache without CUDA graphs buys nothing.
 """
 
 import torch

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
-from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 # Multilingual decoders carry one special token per language, e.g. "<|fr|>", forced after the start token.
 LANG_TOKEN = re.compile(r"^<\|([a-z]{2,3}(?:[_-][A-Za-z]{2,4})?)\|>$")
@@ -53,6 +53,12 @@ class Family(ABC):
     def end_ids(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
         """Token ids that end a caption."""
         return end_ids(model, tokenizer)
+
+    def static_cache(self, model: PreTrainedModel, length: int, encoded: torch.Tensor) -> Cache | None:
+        """A static KV cache for sequences of up to ``length`` tokens conditioned on ``encoded``, which ``generate``
+        takes as ``cache=`` (the fast path, ``fast.py``); None where this family's generation cannot run on one
+        under ``torch.compile``, and its captions take the plain path."""
+        return None
 
 
 def end_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -11,7 +11,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from ..config import GenerationConfig
-from . import scoring
+from . import fast, scoring
 from .loading import Captioner, Loaded, Scorer
 from .preprocess import pixel_values
 from .sampling import RowSampler, caption_seed, row_generators
@@ -129,7 +129,11 @@ def _generate(captioner: Captioner, encoded: torch.Tensor, lang: str, generation
     encoded = encoded.repeat_interleave(repeat, dim=0)
     prompt = torch.tensor([captioner.info.languages[lang]] * encoded.shape[0], device=captioner.device)  # (B, P)
     stepwise = search["num_beams"] == 1  # each step's logits belong to the sequence it extends
-    out = family.generate(model, encoded, prompt, return_dict_in_generate=True, output_logits=stepwise, **search)
+    kwargs = dict(return_dict_in_generate=True, output_logits=stepwise, **search)
+    if stepwise and not generation.do_sample and fast.wanted(generation.fast, captioner.device):
+        out = fast.generate(captioner, encoded, prompt, **kwargs)  # greedy: static cache, compiled on CUDA
+    else:
+        out = family.generate(model, encoded, prompt, **kwargs)
     sequences = out.sequences  # (B * n, P + T)
     ends = family.end_ids(model, captioner.tokenizer)
     if stepwise:

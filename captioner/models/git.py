@@ -3,6 +3,8 @@
 
 Image tokens are the prefill; text steps then run on the cached keys and values. A checkpoint with
 ``num_image_with_embedding`` takes several frames per caption as (B, F, 3, H, W). It writes one language.
+It has no static cache (captions take the plain path when fast generation is asked for): its prefill puts the image
+tokens and the prompt under one attention mask, which transformers 5's static-cache mask does not fit.
 """
 
 import torch

@@ -13,7 +13,7 @@ import os
 import pickle
 import shutil
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import (
@@ -28,7 +28,6 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from ..config import ModelConfig, UserError
-from ..store import fs as storage
 from .families import family_of, supported
 from .family import Family
 from .preprocess import ImageSpec, image_spec
@@ -63,6 +62,8 @@ class Loaded:
 @dataclass
 class Captioner(Loaded):
     info: ModelInfo | None = None
+    # The fast path's static KV caches by batch shape (``fast.py``), kept: CUDA graphs replay on the same tensors
+    caches: dict[tuple, object] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -80,6 +81,10 @@ def local_path(config: ModelConfig, options: dict | None = None) -> str:
     key = hashlib.sha256(f"{config.name}@{config.revision}".encode()).hexdigest()[:16]
     target = os.path.join(config.cache_dir, key)
     if not os.path.isdir(target):
+        # Imported here: the store (fsspec, S3, Arrow) serves object-store folders only, so loading a local model
+        # needs nothing but torch and transformers, as on a bare GPU machine (benchmarks/gpu.sh).
+        from ..store import fs as storage
+
         fs, path = storage.filesystem(config.name, options)
         if not fs.exists(path):
             raise ModelError(f"model folder {config.name!r} does not exist or cannot be read")

@@ -7,7 +7,15 @@ or else the checkpoint writes one language.
 """
 
 import torch
-from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, VisionEncoderDecoderModel
+from transformers import (
+    Cache,
+    EncoderDecoderCache,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StaticCache,
+    VisionEncoderDecoderModel,
+)
 from transformers.modeling_outputs import BaseModelOutput
 
 from .family import DEFAULT_LANGUAGE, Family, code_languages, token_languages
@@ -53,3 +61,12 @@ class VisionEncoderDecoder(Family):
         inputs = sequences[:, :-1]
         return model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded), decoder_input_ids=inputs,
                      decoder_attention_mask=torch.ones_like(inputs)).logits  # (B, L-1, V)
+
+    def static_cache(self, model: PreTrainedModel, length: int, encoded: torch.Tensor) -> Cache | None:
+        # transformers marks the decoders whose attention runs on a static cache under torch.compile (GPT-2, mBART,
+        # BART, Marian); a BERT-style decoder is not marked and takes the plain path.
+        if not model._can_compile_fullgraph:
+            return None
+        decoder = model.config.decoder
+        return EncoderDecoderCache(StaticCache(config=decoder, max_cache_len=length),  # self-attention: the caption
+                                   StaticCache(config=decoder, max_cache_len=encoded.shape[1]))  # cross: the patches

@@ -1,0 +1,23 @@
+"""benchmarks/gpu_generate.py at its CPU settings, so the device script keeps working; figures are not judged."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_cpu_check_measures_both_paths_at_each_batch_size(monkeypatch, tmp_path, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its neighbour vit_gpt2.py, as when run as a script
+    spec = importlib.util.spec_from_file_location("gpu_generate", ROOT / "benchmarks" / "gpu_generate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "result.json"
+    assert script.main(["--device", "cpu", "--batch-sizes", "2", "3", "--model", "demo", "--repeats", "1",
+                        "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(row["dtype"], row["batch"]) for row in report["rows"]] == [("fp32", 2), ("fp32", 3)]
+    for row in report["rows"]:
+        assert row["gflop_per_caption"] > 0 and row["fast_over_plain"] > 0
+        assert all(row[path]["captions_per_s"] > 0 and 0 < row[path]["share_of_peak"] < 1 for path in ("plain", "fast"))
+    assert "fast cap/s" in capsys.readouterr().out
