@@ -7,6 +7,7 @@ Output layout under OUTPUT:
   _inflight/<run>/<shard>.json      while a write task writes its shard: what a stopping run waits for
   _lease.json                       held by the run writing to OUTPUT; refuses a second writer
   runs/<run_id>/manifest/part-*.parquet  the frozen listing the run worked from, in parts
+  runs/<run_id>/todo/part-*.parquet  while the run runs: its plan, one input block per part
   runs/<run_id>/run.json            the run record (counts, timings, settings, status)
 """
 
@@ -55,6 +56,7 @@ CAPTIONS_DIR = "captions"
 ERRORS_DIR = "errors"
 RUNS_DIR = "runs"
 COMMITS_DIR = "_commits"
+TODO_DIR = "todo"  # runs/<run_id>/todo/: a running run's plan, one input block per part
 INFLIGHT_DIR = "_inflight"  # _inflight/<run>/<shard>.json while a write task writes that shard
 LEASE_FILE = "_lease.json"
 

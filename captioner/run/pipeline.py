@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_S = 60.0  # how long a stopping run waits for its write tasks
 MIN_IMAGES_FOR_ERROR_RATE = 100  # --max-error-rate judges early only after this many images
-MANIFEST, TODO = "manifest", "todo"  # under runs/<run_id>/: the frozen input, and the plan's input blocks
+MANIFEST = "manifest"  # under runs/<run_id>/: the frozen input
 
 
 def run(config: RunConfig) -> RunSummary:
@@ -48,7 +48,7 @@ def run(config: RunConfig) -> RunSummary:
         listing = storage.join(run_dir, MANIFEST)
         summary.listed = manifest.freeze(config.input.uri, config.input.extensions,
                                          config.storage.options(config.input.uri), listing, opts)
-        parts, blocks = storage.join(run_dir, TODO), 0
+        parts, blocks = storage.join(run_dir, schema.TODO_DIR), 0
         with planning.plan(config, listing, shards) as todo:
             pending, summary.skipped = todo.rows, summary.listed - todo.rows
             log.info("%d images listed, %d already done, %d to caption", summary.listed, summary.skipped, pending)

@@ -80,7 +80,7 @@ def file_lang(path: str) -> str | None:
 
 def remove_orphans(output: str, options: dict | None = None) -> int:
     """Delete what no complete marker stands for: data files of a run that died between a file and its marker,
-    markers whose files are gone, and the in-flight records of stopped runs. Call it holding the lease.
+    markers whose files are gone, and the in-flight records and plans of stopped runs. Call it holding the lease.
 
     Only files named the way captioner names them are touched, never anything else found under OUTPUT.
     """
@@ -97,6 +97,9 @@ def remove_orphans(output: str, options: dict | None = None) -> int:
     inflight = storage.join(root, schema.INFLIGHT_DIR)
     if fs.exists(inflight):
         fs.rm(inflight, recursive=True)
+    plans = fs.glob(storage.join(root, schema.RUNS_DIR, "*", schema.TODO_DIR))  # left by runs that were killed
+    if plans:
+        fs.rm(plans, recursive=True)
     return len(orphans)
 
 

@@ -16,7 +16,12 @@ def test_committed_sees_only_marked_shards_and_orphans_go(tmp_path):
     shards = state.committed(out)
     assert len(shards) == 1
     assert state.captions(out, shards).count_rows() == 4  # the orphan's copies are not read
+    plan = tmp_path / "runs" / "r0" / "todo" / "part-000000.parquet"  # a killed run's plan
+    plan.parent.mkdir(parents=True)
+    plan.write_bytes(b"PAR1")
+    (tmp_path / "runs" / "r0" / "run.json").write_text("{}")
     assert state.remove_orphans(out) == 1 and not orphan.exists() and foreign.exists()
+    assert not plan.parent.exists() and (tmp_path / "runs" / "r0" / "run.json").exists()
     assert state.remove_orphans(out) == 0
 
 
