@@ -39,7 +39,7 @@ def freeze(uri: str, extensions: tuple[str, ...], options: dict | None, dest: st
            dest_options: dict | None = None) -> int:
     """Write the rows of input ``uri`` as Parquet parts under the folder ``dest``; returns how many rows."""
     rows = part = 0
-    for table in _parts(batches(uri, extensions, options)):
+    for table in regroup(batches(uri, extensions, options), PART_ROWS):
         storage.write_parquet_atomic(storage.join(dest, f"part-{part:05d}.parquet"), table, dest_options)
         rows, part = rows + table.num_rows, part + 1
         log.debug("manifest: %d rows listed so far", rows)
@@ -58,17 +58,17 @@ def dataset(dest: str, options: dict | None = None) -> pads.Dataset:
     return pads.dataset(root, filesystem=fs, format="parquet", schema=schema.MANIFEST)
 
 
-def _parts(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
-    """Regroup a stream of small tables into parts of PART_ROWS rows (the last may be shorter)."""
+def regroup(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Regroup a stream of tables into tables of ``rows`` rows (the last may be shorter)."""
     held: list[pa.Table] = []
     count = 0
     for table in tables:
         held.append(table)
         count += table.num_rows
-        while count >= PART_ROWS:
+        while count >= rows:
             whole = pa.concat_tables(held)
-            yield whole.slice(0, PART_ROWS).combine_chunks()
-            held, count = [whole.slice(PART_ROWS)], count - PART_ROWS
+            yield whole.slice(0, rows).combine_chunks()
+            held, count = [whole.slice(rows)], count - rows
     if count:
         yield pa.concat_tables(held).combine_chunks()
 

@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .. import schema
+from . import manifest
 
 MEMORY_LIMIT = "512MB"  # DuckDB's working memory while planning; more spills to its scratch folder
 BATCH_ROWS = 200_000  # rows copied at a time into the scratch folder
@@ -76,17 +77,7 @@ class Todo(contextlib.AbstractContextManager):
     def batches(self, rows: int) -> Iterator[pa.Table]:
         """The to-do rows in URI order, ``rows`` at a time (the last batch may be shorter)."""
         reader = self._db.sql("SELECT * FROM todo").to_arrow_reader(rows)
-        held: list[pa.RecordBatch] = []
-        count = 0
-        for batch in reader:
-            held.append(batch)
-            count += batch.num_rows
-            while count >= rows:
-                whole = pa.Table.from_batches(held)
-                yield whole.slice(0, rows)
-                held, count = whole.slice(rows).to_batches(), count - rows
-        if count:
-            yield pa.Table.from_batches(held, schema=reader.schema)
+        return manifest.regroup((pa.Table.from_batches([batch]) for batch in reader), rows)
 
     def table(self) -> pa.Table:
         """All the to-do rows at once: for tests and small plans."""
