@@ -67,8 +67,9 @@ def _csv(reader: pa.RecordBatchReader, sink: BinaryIO) -> int:
 
 
 def _parquet(reader: pa.RecordBatchReader, sink: BinaryIO) -> int:
-    """Batches gathered into row groups of ROW_GROUP_ROWS: a row group per batch (a batch per scanned file, often a
-    thousand rows) would make a slow file whose footer, held by the writer until it closes, grows with the rows."""
+    """Batches gathered into row groups of ROW_GROUP_ROWS. A row group per batch (a scanned file's rows, often a
+    thousand) makes thousands of tiny row groups, whose metadata the writer holds until it closes: memory would
+    grow with the rows written."""
     rows = pending = 0
     held: list[pa.RecordBatch] = []
     with pq.ParquetWriter(sink, reader.schema, compression="zstd") as out:

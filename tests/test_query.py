@@ -77,8 +77,10 @@ def test_sql_and_filters_scan_without_keeping_file_footers(tmp_path, monkeypatch
     assert query.select(str(tmp_path), query.Filter(lang=("fr",))).read_all().num_rows == 2
     assert len(calls) > 1
 
+
 def test_a_scan_gives_arrow_a_part_of_the_output_at_a_time(tmp_path, monkeypatch):
-    """Arrow's threaded scan reads ahead of a slow reader until its last file; the parts come out as one scan."""
+    """Arrow's threaded scan reads ahead of a slow reader (up to about 1 GiB), so it is given a part of the output
+    at a time; the parts come out as one scan would."""
     for run in ("r1", "r2", "r3"):
         writer.write_shard(image_results([f"{run}-a", f"{run}-b"], run_id=run), str(tmp_path))
     shards = state.committed(str(tmp_path))
@@ -90,6 +92,7 @@ def test_a_scan_gives_arrow_a_part_of_the_output_at_a_time(tmp_path, monkeypatch
     rows = query.scan(str(tmp_path), shards, ["uri", "lang"]).read_all()
     assert calls == [0, 4, 2]  # the schema, then two parts: two shards of two files, one shard
     assert rows.equals(state.captions(str(tmp_path), shards).to_table(columns=["uri", "lang"]))
+
 
 # Over real output written by the job, locally and on the S3 server.
 

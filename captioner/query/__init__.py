@@ -17,7 +17,6 @@ from ..store import state
 BATCH_ROWS = 65_536  # rows per streamed batch: bounded memory whatever the output's size
 SHARDS_PER_SCAN = 64  # shards an Arrow scan is given at a time: see ``scan``
 SQL_MEMORY_LIMIT = "1GB"  # DuckDB's working memory for --sql; more spills to a scratch folder
-SQL_PARTS = 64  # most parts a view of --sql is made of: each registered part costs DuckDB about a megabyte
 
 
 class QueryError(UserError, ValueError):
@@ -85,12 +84,12 @@ def scan(out: str, shards: list[state.Shard], columns: list[str] | None = None, 
          ledger: bool = False, options: dict | None = None) -> pa.RecordBatchReader:
     """The committed captions (or errors) of ``shards``, scanned SHARDS_PER_SCAN shards at a time.
 
-    Arrow's threaded scan reads ahead of a reader slower than the files (a JSON export, a Python loop) until its
-    last file, holding what it read; so a scan is only ever given a part of the output, and the next part starts
-    when the reader has taken the rows of the one before.
+    Arrow's threaded scan reads ahead of a reader slower than the files (a JSON export, a Python loop), holding
+    up to about 1 GiB of rows before it pauses; a scan given a part of the output stops at the part's end, and the
+    next part starts when the reader has taken the rows of the one before.
     """
     read = state.errors if ledger else state.captions
-    parts = _parts(shards)
+    parts = [shards[i:i + SHARDS_PER_SCAN] for i in range(0, len(shards), SHARDS_PER_SCAN)]
 
     def scanner(part: list[state.Shard]) -> pads.Scanner:
         return read(out, part, options).scanner(columns=columns, filter=where, batch_size=BATCH_ROWS)
@@ -114,12 +113,6 @@ def _limited(reader: pa.RecordBatchReader, limit: int) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
-def _parts(shards: list[state.Shard], most: int | None = None) -> list[list[state.Shard]]:
-    """``shards`` in parts of SHARDS_PER_SCAN, or in ``most`` larger parts where there would be more."""
-    size = max(SHARDS_PER_SCAN, -(-len(shards) // most) if most else 0)
-    return [shards[i:i + size] for i in range(0, len(shards), size)]
-
-
 def sql(out: str, statement: str, options: dict | None = None,
         shards: list[state.Shard] | None = None) -> pa.RecordBatchReader:
     """Run SQL with DuckDB over the views ``captions`` and ``errors`` (of ``shards``, by default every committed
@@ -127,19 +120,17 @@ def sql(out: str, statement: str, options: dict | None = None,
 
     DuckDB scans our Arrow datasets (committed files, read through fsspec), so no DuckDB extension is ever
     downloaded and S3 works wherever captioner's own reads do. Sorts, joins and large groupings spill to a scratch
-    folder past SQL_MEMORY_LIMIT instead of growing with the output.
+    folder past SQL_MEMORY_LIMIT instead of growing with the output. A large result read slowly (as JSON) lets
+    Arrow's scan run ahead up to its pause at about 1 GiB: views made of parts, as ``scan`` reads, cost DuckDB's
+    sorts more memory than that saves.
     """
     import duckdb
 
     shards = state.committed(out, options) if shards is None else shards
     scratch = tempfile.TemporaryDirectory(prefix="captioner-sql-")
     connection = duckdb.connect(config={"memory_limit": SQL_MEMORY_LIMIT, "temp_directory": scratch.name})
-    for view, read in ((schema.CAPTIONS_DIR, state.captions), (schema.ERRORS_DIR, state.errors)):
-        parts = _parts(shards, SQL_PARTS) or [[]]
-        for i, part in enumerate(parts):  # DuckDB reads the parts one after another, so Arrow reads ahead in one
-            connection.register(f"{view}_{i}", read(out, part, options))
-        connection.execute(f"CREATE TEMP VIEW {view} AS "
-                           + " UNION ALL ".join(f"SELECT * FROM {view}_{i}" for i in range(len(parts))))
+    connection.register(schema.CAPTIONS_DIR, state.captions(out, shards, options))
+    connection.register(schema.ERRORS_DIR, state.errors(out, shards, options))
     try:
         relation = connection.sql(statement)
     except duckdb.Error as exc:
