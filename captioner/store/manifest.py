@@ -76,9 +76,9 @@ def regroup(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
 def batches(uri: str, extensions: tuple[str, ...], options: dict | None = None) -> Iterator[pa.Table]:
     """The input's manifest rows, a batch at a time."""
     wanted = tuple(e.lower() for e in extensions)
-    if any(c in uri for c in GLOB_CHARS):
-        fs, pattern = storage.filesystem(uri, options)
-        paths = sorted(fs.glob(pattern))
+    fs, path = storage.filesystem(uri, options)
+    if any(c in path for c in GLOB_CHARS) and not fs.exists(path):  # "photos [2020]/" is a folder, not a pattern
+        paths = sorted(fs.glob(path))
         if not paths:
             raise InputError(f"no file matches {uri!r}; check the pattern")
         for path in paths:

@@ -50,6 +50,13 @@ def test_a_big_manifest_streams_into_parts_and_a_glob_of_parts_reads_back(tmp_pa
     assert again.equals(first)
 
 
+def test_a_folder_whose_name_looks_like_a_pattern_is_a_folder(tmp_path):
+    folder = tmp_path / "photos [2020]"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"1")
+    assert _frozen(str(folder), tmp_path / "m")[schema.URI].to_pylist() == [str(folder / "a.jpg")]
+
+
 def test_manifest_without_uri_column_is_refused(tmp_path):
     (tmp_path / "m.csv").write_text("path\n/a.jpg\n")
     with pytest.raises(manifest.InputError, match="no 'uri' column"):
