@@ -42,7 +42,7 @@ def freeze(uri: str, extensions: tuple[str, ...], options: dict | None, dest: st
     for table in regroup(batches(uri, extensions, options), PART_ROWS):
         storage.write_parquet_atomic(storage.join(dest, f"part-{part:05d}.parquet"), table, dest_options)
         rows, part = rows + table.num_rows, part + 1
-        log.debug("manifest: %d rows listed so far", rows)
+        log.info("listed %d files so far", rows)  # one line per million: big archives show progress
     if rows == 0:
         raise InputError(
             f"no images found under {uri!r} (extensions: {', '.join(extensions)}); "
