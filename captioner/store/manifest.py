@@ -42,7 +42,8 @@ def freeze(uri: str, extensions: tuple[str, ...], options: dict | None, dest: st
     for table in regroup(batches(uri, extensions, options), PART_ROWS):
         storage.write_parquet_atomic(storage.join(dest, f"part-{part:05d}.parquet"), table, dest_options)
         rows, part = rows + table.num_rows, part + 1
-        log.info("listed %d files so far", rows)  # one line per million: big archives show progress
+        if table.num_rows == PART_ROWS:  # a line per million: a big listing shows progress, a small one is quiet
+            log.info("listed %d files so far", rows)
     if rows == 0:
         raise InputError(
             f"no images found under {uri!r} (extensions: {', '.join(extensions)}); "
