@@ -70,8 +70,10 @@ def _concurrency(value: str) -> tuple[int, int | None]:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``captioner run`` (also taken by ``jobs/caption.py``)."""
-    parser.add_argument("input", help="folder, s3://bucket/prefix (any fsspec URL), or a .parquet/.csv/.txt "
-                        "manifest with a 'uri' column or one URI per line")
+    parser.add_argument("input", help="folder or s3://bucket/prefix (any fsspec URL; .tar files in it are read "
+                        "as WebDataset shards); a .parquet/.csv/.csv.gz/.txt manifest with a 'uri' column or one URI "
+                        "per line, or a quoted glob of them ('runs/<id>/manifest/*.parquet'); an S3 Inventory "
+                        "manifest.json; or one .tar shard")
     parser.add_argument("output", help="folder or s3:// prefix; receives captions/, errors/ and runs/")
 
     m = parser.add_argument_group("model")
