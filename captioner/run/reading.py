@@ -60,20 +60,19 @@ def _file_rows(decoder: sandbox.Decoder, shards: tars.ShardReader, row: dict, li
                images: dict[str, ImageSpec], store: StorageConfig, limits: DecodeConfig, video: VideoConfig,
                source_language: str) -> list[dict]:
     """The rows of one input file: its image, its video segments, or its error."""
-    uri = row[schema.URI]
+    uri, offset = row[schema.URI], listed[schema.OFFSET]
     if listed[schema.ERROR] is not None:  # the listing found it unreadable: a corrupt tar shard
         return [_failed(row, "corrupt_tar", listed[schema.ERROR])]
-    if listed[schema.OFFSET] is not None:  # a member of a tar shard, read from the shard's open stream
-        if row[schema.SIZE] > limits.max_file_mb * 2**20:
-            return [_failed(row, "too_large", _too_large(row[schema.SIZE], limits))]
-        data = retried(lambda: shards.read(uri, int(listed[schema.OFFSET]), row[schema.SIZE]))
-        return [_decoded(decoder, row, data, images)]
-    if row[schema.ETAG] is None:  # a manifest that named only the URI: record the identity that was read
+    if offset is None and row[schema.ETAG] is None:  # a manifest that named only the URI: record what was read
         row[schema.SIZE], row[schema.ETAG] = storage.identity(uri, store.options(uri))
-    if uri.lower().endswith(video.extensions):  # streamed, never read whole: no byte cap
+    is_video = offset is None and uri.lower().endswith(video.extensions)
+    if not is_video and row[schema.SIZE] is not None and row[schema.SIZE] > limits.max_file_mb * 2**20:
+        return [_failed(row, "too_large", _too_large(row[schema.SIZE], limits))]  # videos stream: no byte cap
+    if offset is not None:  # a member of a tar shard, read from the shard's open stream
+        data = retried(lambda: shards.read(uri, int(offset), row[schema.SIZE]))
+        return [_decoded(decoder, row, data, images)]
+    if is_video:
         return _video_rows(decoder, row, images, store, limits, video, source_language)
-    if row[schema.SIZE] is not None and row[schema.SIZE] > limits.max_file_mb * 2**20:
-        return [_failed(row, "too_large", _too_large(row[schema.SIZE], limits))]
     return [_image_row(decoder, row, images, store, limits)]
 
 
