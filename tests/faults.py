@@ -24,3 +24,37 @@ def cuda_errors() -> None:
         return describe(self, batch, rows)
 
     stages.CaptionActor._describe = failing
+
+
+def with_setup_hook(runtime_env: dict | None) -> dict:
+    """RAY_RUNTIME_ENV_HOOK for a job started in a child process: its workers run CAPTIONER_TEST_SETUP_HOOK."""
+    return {**(runtime_env or {}), "worker_process_setup_hook": os.environ["CAPTIONER_TEST_SETUP_HOOK"]}
+
+
+def _ticket(folder: str) -> int:
+    """The next number of a count shared by every process of the run (exclusive creates never hand one out twice)."""
+    number = 0
+    while True:
+        try:
+            os.close(os.open(os.path.join(folder, f"ticket-{number:06d}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return number
+        except FileExistsError:
+            number += 1
+
+
+def held_commits() -> None:
+    """Let the first CAPTIONER_TEST_COMMITS shards commit; every later one writes its files, then waits forever
+    before its marker, so the test knows exactly how far the run got when it kills it."""
+    import threading
+
+    from captioner.store import writer
+
+    folder, allowed = os.environ["CAPTIONER_TEST_FAULTS"], int(os.environ["CAPTIONER_TEST_COMMITS"])
+    commit = writer.commit
+
+    def held(output, shard, options=None):
+        if _ticket(folder) >= allowed:
+            threading.Event().wait()
+        commit(output, shard, options)
+
+    writer.commit = held

@@ -1,6 +1,7 @@
 """End-to-end: the real job on real Ray, over a local folder and a real S3-protocol server."""
 
 import math
+from pathlib import Path
 from dataclasses import replace
 
 import pyarrow.dataset as pads
@@ -10,6 +11,8 @@ from captioner.run import pipeline
 from captioner.config import GenerationConfig, InputConfig, ModelConfig, ResourceConfig, RunConfig, StorageConfig
 from captioner.fingerprint import fingerprints
 from conftest import BAD, GOOD, jpeg_bytes
+
+TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -155,27 +158,38 @@ def _assert_exactly_once(out, images, langs=("en",)):
 
 
 def test_rerun_after_the_driver_is_killed(tiny_model, tmp_path):
-    """SIGKILL the driver part-way, rerun the same command: every pair once, the rerun writes only what is missing."""
+    """SIGKILL the driver part-way, rerun the same command: every pair once, the rerun writes only what is missing.
+
+    The killed run's workers commit 3 shards, then hold every later marker (their files written: orphans), so the
+    kill lands at the same point however fast the machine is."""
     import os
     import subprocess
     import sys
     import time
 
+    from captioner.store import state
+
     folder = _many_images(tmp_path / "photos", 40)
     out = tmp_path / "out"
+    faults = tmp_path / "faults"
+    faults.mkdir()
     command = [sys.executable, "-m", "captioner.cli", "run", str(folder), str(out), "--model", str(tiny_model),
                "--max-new-tokens", "24", "--batch-size", "2", "--decode-batch-size", "2", "--rows-per-file", "2"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    victim = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+    held = {**env, "PYTHONPATH": os.pathsep.join(filter(None, (str(TESTS), env.get("PYTHONPATH")))),
+            "RAY_RUNTIME_ENV_HOOK": "faults.with_setup_hook", "CAPTIONER_TEST_SETUP_HOOK": "faults.held_commits",
+            "CAPTIONER_TEST_FAULTS": str(faults), "CAPTIONER_TEST_COMMITS": "3"}
+    victim = subprocess.Popen(command, env=held, start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while len(list((out / "_commits").glob("*.json"))) < 3 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 240  # a bound for a broken run only: the held markers decide when
+    while len(list(faults.glob("ticket-*"))) <= 3 or len(list((out / "_commits").glob("*.json"))) < 3:
+        assert victim.poll() is None and time.monotonic() < deadline, "the run never reached its fourth shard"
         time.sleep(0.05)
     _kill_session(victim.pid)  # the driver and the local Ray it started (workers have groups of their own), at once
     victim.wait()
-    committed = len(list((out / "_commits").glob("*.json")))
-    assert 3 <= committed < 20, "the kill should land part-way through"
-    done_before = pads.dataset(out / "captions", format="parquet", partitioning="hive").count_rows()
+    assert len(list((out / "_commits").glob("*.json"))) == 3
+    done_before = sum(shard.counts["captioned"] for shard in state.committed(str(out)))
+    assert done_before == 6
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
