@@ -1,7 +1,9 @@
 """Faults injected into Ray's worker processes through ``worker_process_setup_hook`` (real Ray, no GPU).
 
-CAPTIONER_TEST_FAULTS names a folder shared with the test; each injected failure leaves a file there, and the
-mode decides how often the caption actor meets a CUDA-like error: ``once`` in the whole run, or ``always``.
+CAPTIONER_TEST_FAULTS names a folder shared with the test; each injected failure (or held commit) leaves a file
+there. For ``cuda_errors`` the mode decides how often the caption actor meets a CUDA-like error: ``once`` in the
+whole run, or ``always``. ``held_commits`` stops a run at a known shard; ``with_setup_hook`` brings a hook into a
+Ray that a child process starts itself (through RAY_RUNTIME_ENV_HOOK).
 """
 
 import os
