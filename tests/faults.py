@@ -28,6 +28,14 @@ def cuda_errors() -> None:
     stages.CaptionActor._describe = failing
 
 
+def child_env(env: dict, hook: str, folder: str, **settings: str) -> dict:
+    """``env`` for a child process that starts its own Ray, whose workers then run ``hook`` of this module."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, (tests, env.get("PYTHONPATH")))),
+            "RAY_RUNTIME_ENV_HOOK": "faults.with_setup_hook", "CAPTIONER_TEST_SETUP_HOOK": f"faults.{hook}",
+            "CAPTIONER_TEST_FAULTS": folder, **settings}
+
+
 def with_setup_hook(runtime_env: dict | None) -> dict:
     """RAY_RUNTIME_ENV_HOOK for a job started in a child process: its workers run CAPTIONER_TEST_SETUP_HOOK."""
     return {**(runtime_env or {}), "worker_process_setup_hook": os.environ["CAPTIONER_TEST_SETUP_HOOK"]}

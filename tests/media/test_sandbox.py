@@ -1,4 +1,4 @@
-"""The bounded decoding process: a child that never answers (stopped), genuinely memory-hungry images, a killed child."""
+"""The bounded decoding process: a child that never answers (stopped), memory-hungry images, a killed child."""
 
 import fcntl
 import io
@@ -95,8 +95,8 @@ def test_a_child_killed_mid_decode_is_that_images_error_only():
 def test_the_child_ends_itself_when_nobody_stops_a_runaway_decode():
     """The kernel timer in the child is the backstop should its parent be gone (a microsecond: no machine decodes
     64 megapixels in that)."""
-    child = subprocess.Popen([sys.executable, "-m", "captioner.media.sandbox", "1024", "0.000001"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-m", "captioner.media.sandbox", "1024", "0.000001"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert child.stdout.read(1) == b"R"
     data = _flat_png(8000)
     request = pickle.dumps(("image", (tuple(SIZES), FORMATS, 10**9), len(data)))

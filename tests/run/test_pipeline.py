@@ -1,7 +1,6 @@
 """End-to-end: the real job on real Ray, over a local folder and a real S3-protocol server."""
 
 import math
-from pathlib import Path
 from dataclasses import replace
 
 import pyarrow.dataset as pads
@@ -11,8 +10,6 @@ from captioner.run import pipeline
 from captioner.config import GenerationConfig, InputConfig, ModelConfig, ResourceConfig, RunConfig, StorageConfig
 from captioner.fingerprint import fingerprints
 from conftest import BAD, GOOD, jpeg_bytes
-
-TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -168,6 +165,7 @@ def test_rerun_after_the_driver_is_killed(tiny_model, tmp_path):
     import time
 
     from captioner.store import state
+    from faults import child_env
 
     folder = _many_images(tmp_path / "photos", 40)
     out = tmp_path / "out"
@@ -176,9 +174,7 @@ def test_rerun_after_the_driver_is_killed(tiny_model, tmp_path):
     command = [sys.executable, "-m", "captioner.cli", "run", str(folder), str(out), "--model", str(tiny_model),
                "--max-new-tokens", "24", "--batch-size", "2", "--decode-batch-size", "2", "--rows-per-file", "2"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    held = {**env, "PYTHONPATH": os.pathsep.join(filter(None, (str(TESTS), env.get("PYTHONPATH")))),
-            "RAY_RUNTIME_ENV_HOOK": "faults.with_setup_hook", "CAPTIONER_TEST_SETUP_HOOK": "faults.held_commits",
-            "CAPTIONER_TEST_FAULTS": str(faults), "CAPTIONER_TEST_COMMITS": "3"}
+    held = child_env(env, "held_commits", str(faults), CAPTIONER_TEST_COMMITS="3")
     victim = subprocess.Popen(command, env=held, start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240  # a bound for a broken run only: the held markers decide when
