@@ -33,7 +33,8 @@ class Gate:
 
 class FaultyProxy:
     """``error_rate`` of requests get 503 SlowDown, ``reset_rate`` a connection reset; ``deny`` holds
-    (method, query-substring) pairs answered 403, e.g. ("PUT", "") for every write."""
+    (method, query-substring) pairs answered 403, e.g. ("PUT", "") for every write; ``deny_once`` holds such
+    pairs whose next matching request alone is refused (a policy that is still propagating)."""
 
     def __init__(self, upstream: str, error_rate: float = 0.0, reset_rate: float = 0.0, seed: int = 0) -> None:
         host, port = upstream.rsplit("//", 1)[1].split(":")
@@ -41,6 +42,7 @@ class FaultyProxy:
         self.error_rate = error_rate
         self.reset_rate = reset_rate
         self.deny: set[tuple[str, str]] = set()
+        self.deny_once: list[tuple[str, str]] = []
         self.gates: list[Gate] = []
         self.counts: Counter = Counter()
         self._rng = random.Random(seed)
@@ -81,7 +83,10 @@ class FaultyProxy:
 
     def _decide(self, method: str, target: str) -> str:
         with self._lock:
-            if any(method == m and part in target for m, part in self.deny):
+            once = next(((m, part) for m, part in self.deny_once if method == m and part in target), None)
+            if once:
+                self.deny_once.remove(once)
+            if once or any(method == m and part in target for m, part in self.deny):
                 choice = "denied"
             else:
                 draw = self._rng.random()

@@ -85,8 +85,16 @@ def test_job_entry_point_runs_the_job(tiny_model, image_folder, tmp_path):
     assert "ETA" in result.stderr
 
 
-# What reads as trouble on a first run: log levels, Python warnings, deprecations, tracebacks, Ray's C++ log lines.
-TROUBLE = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b|\w+Warning\b|[Dd]eprecat|^\[[^]]* [WEF] \d+ \d+\]")
+# What reads as trouble on a first run: log levels, Python warnings, deprecations, tracebacks, and Ray's C++ log
+# lines, which the driver prints after a coloured "(pid=...)" prefix.
+TROUBLE = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b|\w+Warning\b|[Dd]eprecat|\[[\d:,. -]+ [WEF] \d+ \d+\]")
+
+
+def test_trouble_is_seen_in_ray_lines_as_the_driver_prints_them():
+    gcs = ("\x1b[36m(pid=gcs_server)\x1b[0m [2026-12-07 11:58:15,850 E 21426 21426] (gcs_server) "
+           "gcs_actor_scheduler.cc:538: Failed to kill actor NIL_ID")
+    assert TROUBLE.search(gcs) and TROUBLE.search("[2026-12-07 11:58:15,850 W 1 2] core_worker.cc:1: restart")
+    assert not TROUBLE.search("    en  a white diamond   score -0.00")
 
 
 def _readme_demo_command() -> list[str]:

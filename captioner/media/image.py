@@ -38,6 +38,17 @@ class Resize:
 
 
 @dataclass(frozen=True)
+class ImageSpec:
+    """What the decode stage and the device need to know of a model's image processor."""
+
+    resize: Resize
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    rescale: float  # multiplies uint8 pixels before normalising (1/255 for ViT)
+    frames: int = 1  # frames per caption: more for a model that captions a clip from several (GIT on VATEX)
+
+
+@dataclass(frozen=True)
 class Decoded:
     pixels: tuple[np.ndarray, ...]  # one (height, width, 3) uint8 array per requested Resize
     width: int  # original size, after EXIF orientation

@@ -1,22 +1,9 @@
 """What a model wants of an image, and turning decoded uint8 batches into its input on the device."""
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from ..media.image import Resize
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """What the decode stage and the device need to know of a model's image processor."""
-
-    resize: Resize
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    rescale: float  # multiplies uint8 pixels before normalising (1/255 for ViT)
-    frames: int = 1  # frames per caption: more for a model that captions a clip from several (GIT on VATEX)
+from ..media.image import ImageSpec, Resize
 
 
 def image_spec(processor) -> ImageSpec:

@@ -52,4 +52,5 @@ def _spend_actor_argument_warning() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+    ray.get(actor.__ray_ready__.remote())  # a kill while it is still being placed makes the GCS log an error
     ray.kill(actor)

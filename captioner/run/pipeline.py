@@ -12,12 +12,12 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from .. import schema
 from ..config import ConfigError, ResourceConfig, RunConfig
 from ..fingerprint import fingerprint, fingerprints
+from ..media.image import ImageSpec
 from ..models import loading, translation
-from ..models.preprocess import ImageSpec
 from ..store import fs as storage
 from ..store import manifest, rewrite, state
 from ..store.lease import Lease
-from . import cluster, planning, reading, resources, stages
+from . import cluster, planning, reading, resources, stages, writing
 from .summary import Progress, RunFailed, RunSummary, new_run_id, run_record, run_settings
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], res: ResourceConfi
         num_gpus=res.num_gpus,
     )
     ds = ds.map_batches(
-        stages.write,
+        writing.write,
         fn_kwargs={"output": config.output, "store": config.storage},
         batch_size=res.rows_per_file,
         batch_format="pyarrow",

@@ -17,9 +17,8 @@ import numpy as np
 from .. import schema
 from ..config import DecodeConfig, StorageConfig, VideoConfig
 from ..media import sandbox
-from ..media.image import DecodeFailure
+from ..media.image import DecodeFailure, ImageSpec
 from ..media.video import VideoDecoded, VideoPlan
-from ..models.preprocess import ImageSpec
 from ..store import fs as storage
 from ..store import tars
 

@@ -1,7 +1,8 @@
 """The thin layer where Ray Data meets the pure code: batch adapters and the caption actor.
 
 Each stage takes and returns plain column batches. Failures become rows with ``error_type`` set,
-so one bad image never fails a batch. The read + decode stage lives in ``reading``.
+so one bad image never fails a batch. The read + decode stage lives in ``reading``, the write stage in ``writing``:
+neither imports torch, so the CPU workers start fast and stay small.
 """
 
 import logging
@@ -14,12 +15,11 @@ import ray
 import torch
 
 from .. import schema
-from ..config import RunConfig, StorageConfig
+from ..config import RunConfig
 from ..models import generate, loading
 from ..models.sampling import caption_seed
 from ..models.scoring import Caption
-from ..store import writer
-from .reading import plain, retried
+from .reading import plain
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +164,3 @@ def _result(lang: str, c: Caption, fingerprint: str) -> dict:
     return {schema.LANG: lang, schema.CAPTION: c.text, schema.SCORE: c.score, schema.PRODUCER: c.producer,
             schema.SOURCE_LANG: c.source_lang, schema.CLIP_SCORE: c.clip_score, schema.NUM_CANDIDATES: c.candidates,
             schema.FINGERPRINT: fingerprint}
-
-
-def write(batch: pa.Table, output: str, store: StorageConfig) -> pa.Table:
-    """Write one shard and hand its counts back to the driver for progress and the summary.
-
-    A failed PUT is tried again (shard names are deterministic, so a retry replaces its own files)."""
-    counts = retried(lambda: writer.write_shard(batch, output, store.options(output)), retry_on=(OSError,), give_up=())
-    return pa.Table.from_pylist([counts])
