@@ -2,8 +2,9 @@
 
 CAPTIONER_TEST_FAULTS names a folder shared with the test; each injected failure (or held commit) leaves a file
 there. For ``cuda_errors`` the mode decides how often the caption actor meets a CUDA-like error: ``once`` in the
-whole run, or ``always``. ``held_commits`` stops a run at a known shard; ``with_setup_hook`` brings a hook into a
-Ray that a child process starts itself (through RAY_RUNTIME_ENV_HOOK).
+whole run, or ``always``. ``killed_actor`` SIGKILLs the caption actor's process at the run's third batch, as the
+kernel's OOM killer would. ``held_commits`` stops a run at a known shard; ``with_setup_hook`` brings a hook into
+a Ray that a child process starts itself (through RAY_RUNTIME_ENV_HOOK).
 """
 
 import os
@@ -28,6 +29,23 @@ def cuda_errors() -> None:
     stages.CaptionActor._describe = failing
 
 
+def killed_actor() -> None:
+    """The caption actor's process dies by SIGKILL as it starts the run's third batch (later batches live)."""
+    import signal
+
+    from captioner.run import stages
+
+    folder = os.environ["CAPTIONER_TEST_FAULTS"]
+    describe = stages.CaptionActor._describe
+
+    def dying(self, batch, rows):
+        if _ticket(folder) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return describe(self, batch, rows)
+
+    stages.CaptionActor._describe = dying
+
+
 def child_env(env: dict, hook: str, folder: str, **settings: str) -> dict:
     """``env`` for a child process that starts its own Ray, whose workers then run ``hook`` of this module."""
     tests = os.path.dirname(os.path.abspath(__file__))
@@ -37,8 +55,13 @@ def child_env(env: dict, hook: str, folder: str, **settings: str) -> dict:
 
 
 def with_setup_hook(runtime_env: dict | None) -> dict:
-    """RAY_RUNTIME_ENV_HOOK for a job started in a child process: its workers run CAPTIONER_TEST_SETUP_HOOK."""
-    return {**(runtime_env or {}), "worker_process_setup_hook": os.environ["CAPTIONER_TEST_SETUP_HOOK"]}
+    """RAY_RUNTIME_ENV_HOOK for a job started in a child process: its workers, on whatever node, run
+    CAPTIONER_TEST_SETUP_HOOK with the job's CAPTIONER_TEST_* settings."""
+    runtime_env = runtime_env or {}
+    settings = {k: v for k, v in os.environ.items() if k.startswith("CAPTIONER_TEST_")}
+    return {**runtime_env, "worker_process_setup_hook": os.environ["CAPTIONER_TEST_SETUP_HOOK"],
+            "env_vars": {**runtime_env.get("env_vars", {}), "PYTHONPATH": os.path.dirname(os.path.abspath(__file__)),
+                         **settings}}
 
 
 def _ticket(folder: str) -> int:
@@ -53,9 +76,10 @@ def _ticket(folder: str) -> int:
 
 
 def held_commits() -> None:
-    """Let the first CAPTIONER_TEST_COMMITS shards commit; every later one writes its files, then waits forever
-    before its marker, so the test knows exactly how far the run got when it kills it."""
-    import threading
+    """Let the first CAPTIONER_TEST_COMMITS shards commit; every later one writes its files, then waits before its
+    marker until the test creates ``release`` in the folder, so the test knows exactly how far the run got when it
+    kills the run or a node."""
+    import time
 
     from captioner.store import writer
 
@@ -64,7 +88,8 @@ def held_commits() -> None:
 
     def held(output, shard, options=None):
         if _ticket(folder) >= allowed:
-            threading.Event().wait()
+            while not os.path.exists(os.path.join(folder, "release")):
+                time.sleep(0.05)
         commit(output, shard, options)
 
     writer.commit = held

@@ -1,6 +1,6 @@
 """Faults on real Ray: a caption actor whose device fails is restarted and retries its batch, one that fails every
-time fails the run without an error row per image; two runs racing for one S3 output through a slow store; a
-rerun after a torn commit."""
+time fails the run without an error row per image, one killed mid-run loses and doubles nothing; two runs racing
+for one S3 output through a slow store; a rerun after a torn commit."""
 
 import json
 import threading
@@ -12,12 +12,12 @@ import pyarrow.dataset as pads
 import pytest
 import ray
 
-from captioner.config import GenerationConfig, InputConfig, ModelConfig, RunConfig, StorageConfig
+from captioner.config import GenerationConfig, InputConfig, ModelConfig, ResourceConfig, RunConfig, StorageConfig
 from captioner.run import pipeline
 from captioner.run.summary import RunFailed
 from captioner.store import state
 from captioner.store.lease import OutputBusy
-from conftest import BAD, GOOD, start_local_ray
+from conftest import BAD, GOOD, jpeg_bytes, start_local_ray
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +26,18 @@ TESTS = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def faulty_ray(tmp_path, request):
-    """A Ray of its own whose workers inject the CUDA-like errors of ``request.param`` (once or always)."""
+    """A Ray of its own whose workers run the hook of ``faults`` named in ``request.param``, with its mode:
+    "cuda_errors:once" for a CUDA-like error once in the run."""
+    hook, _, mode = request.param.partition(":")
     shared = ray.is_initialized()
     if shared:
         ray.shutdown()
     folder = tmp_path / "faults"
     folder.mkdir()
     start_local_ray(runtime_env={
-        "worker_process_setup_hook": "faults.cuda_errors",
+        "worker_process_setup_hook": f"faults.{hook}",
         "env_vars": {"PYTHONPATH": str(TESTS), "CAPTIONER_TEST_FAULTS": str(folder),
-                     "CAPTIONER_TEST_FAULT_MODE": request.param}})
+                     "CAPTIONER_TEST_FAULT_MODE": mode}})
     yield folder
     ray.shutdown()
     if shared:  # the session's Ray, back for the tests after this one
@@ -47,7 +49,7 @@ def _config(tiny_model, image_folder, out):
                      generation=GenerationConfig(max_new_tokens=4))
 
 
-@pytest.mark.parametrize("faulty_ray", ["once"], indirect=True)
+@pytest.mark.parametrize("faulty_ray", ["cuda_errors:once"], indirect=True)
 def test_an_actor_whose_device_fails_is_restarted_and_its_batch_retried(faulty_ray, tiny_model, image_folder,
                                                                         tmp_path):
     out = tmp_path / "out"
@@ -58,7 +60,7 @@ def test_an_actor_whose_device_fails_is_restarted_and_its_batch_retried(faulty_r
     assert sorted(e["error_type"] for e in errors) == sorted(BAD.values())  # no caption_error rows
 
 
-@pytest.mark.parametrize("faulty_ray", ["always"], indirect=True)
+@pytest.mark.parametrize("faulty_ray", ["cuda_errors:always"], indirect=True)
 def test_a_device_that_fails_every_batch_fails_the_run_without_error_rows(faulty_ray, tiny_model, image_folder,
                                                                          tmp_path):
     out = tmp_path / "out"
@@ -66,6 +68,20 @@ def test_a_device_that_fails_every_batch_fails_the_run_without_error_rows(faulty
         pipeline.run(_config(tiny_model, image_folder, out))
     assert len(list(faulty_ray.iterdir())) == 2  # its first life, then the restarted actor's retry
     assert state.committed(str(out)) == []  # no error row for images the model never saw
+
+
+@pytest.mark.parametrize("faulty_ray", ["killed_actor"], indirect=True)
+def test_a_caption_actor_killed_mid_run_loses_and_doubles_nothing(faulty_ray, tiny_model, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(24):
+        (folder / f"img{i:03d}.jpg").write_bytes(jpeg_bytes(i))
+    config = replace(_config(tiny_model, folder, tmp_path / "out"), generation=GenerationConfig(max_new_tokens=24),
+                     resources=ResourceConfig(batch_size=2, decode_batch_size=2, rows_per_file=2))
+    summary = pipeline.run(config)
+    assert (faulty_ray / "ticket-000002").exists(), "the actor never reached a third batch; nothing was killed"
+    assert (summary.status, summary.captioned, summary.failed) == ("succeeded", 24, 0)
+    assert _exact(str(tmp_path / "out")) == [(str(folder / f"img{i:03d}.jpg"), "en") for i in range(24)]
 
 
 def _exact(out: str, fs=None) -> list[tuple[str, str]]:
