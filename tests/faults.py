@@ -1,49 +1,44 @@
 """Faults injected into Ray's worker processes through ``worker_process_setup_hook`` (real Ray, no GPU).
 
 CAPTIONER_TEST_FAULTS names a folder shared with the test; each injected failure (or held commit) leaves a file
-there. For ``cuda_errors`` the mode decides how often the caption actor meets a CUDA-like error: ``once`` in the
-whole run, or ``always``. ``killed_actor`` SIGKILLs the caption actor's process at the run's third batch, as the
-kernel's OOM killer would. ``held_commits`` stops a run at a known shard; ``with_setup_hook`` brings a hook into
-a Ray that a child process starts itself (through RAY_RUNTIME_ENV_HOOK).
+there. ``caption_faults`` makes the caption actor fail as the test's ``mode`` file says; ``held_commits`` stops a
+run at a known shard; ``with_setup_hook`` brings a hook into a Ray that a child process starts itself (through
+RAY_RUNTIME_ENV_HOOK).
 """
 
 import os
 import uuid
 
 
-def cuda_errors() -> None:
-    """Make CaptionActor's model calls fail as a broken CUDA context does."""
-    import torch
-
-    from captioner.run import stages
-
-    folder, mode = os.environ["CAPTIONER_TEST_FAULTS"], os.environ["CAPTIONER_TEST_FAULT_MODE"]
-    describe = stages.CaptionActor._describe
-
-    def failing(self, batch, rows):
-        if mode == "always" or not os.listdir(folder):
-            open(os.path.join(folder, uuid.uuid4().hex), "w").close()
-            raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
-        return describe(self, batch, rows)
-
-    stages.CaptionActor._describe = failing
-
-
-def killed_actor() -> None:
-    """The caption actor's process dies by SIGKILL as it starts the run's third batch (later batches live)."""
+def caption_faults() -> None:
+    """Make CaptionActor's model calls fail as the test asks, by the ``mode`` file in the folder (read at each
+    call, so one Ray serves every test): ``cuda_once`` or ``cuda_always``, a CUDA-like error as a broken CUDA
+    context gives, once in the run or always; ``kill_third``, a SIGKILL of the actor's process as the run's
+    third batch starts, as the kernel's OOM killer would. No file, no fault."""
     import signal
+
+    import torch
 
     from captioner.run import stages
 
     folder = os.environ["CAPTIONER_TEST_FAULTS"]
     describe = stages.CaptionActor._describe
 
-    def dying(self, batch, rows):
-        if _ticket(folder) == 2:
+    def faulty(self, batch, rows):
+        try:
+            with open(os.path.join(folder, "mode")) as f:
+                mode = f.read()
+        except FileNotFoundError:
+            mode = ""
+        failed = [name for name in os.listdir(folder) if name.startswith("fault-")]
+        if mode == "cuda_always" or (mode == "cuda_once" and not failed):
+            open(os.path.join(folder, f"fault-{uuid.uuid4().hex}"), "w").close()
+            raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+        if mode == "kill_third" and _ticket(folder) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         return describe(self, batch, rows)
 
-    stages.CaptionActor._describe = dying
+    stages.CaptionActor._describe = faulty
 
 
 def child_env(env: dict, hook: str, folder: str, **settings: str) -> dict:

@@ -68,8 +68,8 @@ def test_pipeline_ratios_and_memory(bench, tmp_path):
 
 @pytest.mark.slow
 def test_memory_run(bench, tmp_path, capsys):
-    result = _run(bench, tmp_path, "--memory-run", "200")
-    assert result["memory_run"]["captioned"] == 200
+    result = _run(bench, tmp_path, "--memory-run", "64")
+    assert result["memory_run"]["captioned"] == 64
     assert set(result["points"]) == {"start", "middle", "end"}
     assert "driver MiB" in capsys.readouterr().out
 

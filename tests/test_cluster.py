@@ -29,7 +29,7 @@ def test_losing_a_worker_node_mid_run_loses_and_doubles_nothing(tiny_model, tmp_
     photos, out, faults = tmp_path / "photos", tmp_path / "out", tmp_path / "faults"
     photos.mkdir()
     faults.mkdir()
-    images = [photos / f"img{i:03d}.jpg" for i in range(48)]
+    images = [photos / f"img{i:03d}.jpg" for i in range(24)]
     for i, path in enumerate(images):
         path.write_bytes(jpeg_bytes(i))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})

@@ -104,13 +104,14 @@ import pyarrow.compute as pc  # noqa: E402
 
 from captioner import cli  # noqa: E402
 from captioner.run import pipeline  # noqa: E402
-from captioner.config import GenerationConfig, InputConfig, ModelConfig, RunConfig, StorageConfig  # noqa: E402
+from captioner.config import GenerationConfig, InputConfig, ModelConfig, RunConfig  # noqa: E402
 from conftest import build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def job_output(local_ray, tmp_path_factory, s3_server):
-    """One real run, en + fr natively, written both to a folder and to a bucket on the local S3 server."""
+    """One real run, en + fr natively, written to a folder, and its output copied to a bucket on the local S3
+    server (the run's own S3 writes are tested with the pipeline)."""
     import s3fs
 
     from conftest import BAD, jpeg_bytes
@@ -126,10 +127,9 @@ def job_output(local_ray, tmp_path_factory, s3_server):
     fs = s3fs.S3FileSystem(endpoint_url=s3_server, skip_instance_cache=True)
     fs.mkdir("query-bucket")
     outputs = {"local": str(root / "out"), "s3": "s3://query-bucket/out"}
-    for out in outputs.values():
-        pipeline.run(RunConfig(input=InputConfig(str(photos)), output=out, model=ModelConfig(name=str(model)),
-                               generation=GenerationConfig(max_new_tokens=5), languages=("en", "fr"),
-                               storage=StorageConfig(endpoint_url=s3_server)))
+    pipeline.run(RunConfig(input=InputConfig(str(photos)), output=outputs["local"], model=ModelConfig(name=str(model)),
+                           generation=GenerationConfig(max_new_tokens=5), languages=("en", "fr")))
+    fs.put(outputs["local"] + "/", "query-bucket/out", recursive=True)
     return outputs, s3_server
 
 

@@ -167,12 +167,12 @@ def test_rerun_after_the_driver_is_killed(tiny_model, tmp_path):
     from captioner.store import state
     from faults import child_env
 
-    folder = _many_images(tmp_path / "photos", 40)
+    folder = _many_images(tmp_path / "photos", 20)
     out = tmp_path / "out"
     faults = tmp_path / "faults"
     faults.mkdir()
     command = [sys.executable, "-m", "captioner.cli", "run", str(folder), str(out), "--model", str(tiny_model),
-               "--max-new-tokens", "24", "--batch-size", "2", "--decode-batch-size", "2", "--rows-per-file", "2"]
+               "--max-new-tokens", "6", "--batch-size", "2", "--decode-batch-size", "2", "--rows-per-file", "2"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     held = child_env(env, "held_commits", str(faults), CAPTIONER_TEST_COMMITS="3")
     victim = subprocess.Popen(command, env=held, start_new_session=True, stdout=subprocess.DEVNULL,
@@ -189,7 +189,7 @@ def test_rerun_after_the_driver_is_killed(tiny_model, tmp_path):
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"captioned       {40 - done_before}" in rerun.stdout
+    assert f"captioned       {20 - done_before}" in rerun.stdout
     _assert_exactly_once(str(out), sorted(folder.iterdir()))
     for path in out.rglob("*.parquet"):
         pads.dataset(path, format="parquet").to_table()  # every file reads

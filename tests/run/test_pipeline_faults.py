@@ -24,24 +24,33 @@ pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def faulty_ray(tmp_path, request):
-    """A Ray of its own whose workers run the hook of ``faults`` named in ``request.param``, with its mode:
-    "cuda_errors:once" for a CUDA-like error once in the run."""
-    hook, _, mode = request.param.partition(":")
+@pytest.fixture(scope="module")
+def faulty_ray_module(s3_server, tmp_path_factory):
+    """One Ray of its own for this module, whose caption actors fail as each test's ``mode`` file asks
+    (``faults.caption_faults``); the suite's Ray is back after it."""
     shared = ray.is_initialized()
     if shared:
         ray.shutdown()
-    folder = tmp_path / "faults"
-    folder.mkdir()
-    start_local_ray(runtime_env={
-        "worker_process_setup_hook": f"faults.{hook}",
-        "env_vars": {"PYTHONPATH": str(TESTS), "CAPTIONER_TEST_FAULTS": str(folder),
-                     "CAPTIONER_TEST_FAULT_MODE": mode}})
+    folder = tmp_path_factory.mktemp("faults")
+    start_local_ray(runtime_env={"worker_process_setup_hook": "faults.caption_faults",
+                                 "env_vars": {"PYTHONPATH": str(TESTS), "CAPTIONER_TEST_FAULTS": str(folder)}})
     yield folder
     ray.shutdown()
-    if shared:  # the session's Ray, back for the tests after this one
+    if shared:
         start_local_ray()
+
+
+@pytest.fixture
+def faulty_ray(faulty_ray_module, request):
+    """The module's Ray with the fault of ``request.param`` (none without one), and the folder that records it."""
+    for path in faulty_ray_module.iterdir():
+        path.unlink()
+    mode = getattr(request, "param", "")
+    if mode:
+        (faulty_ray_module / "mode").write_text(mode)
+    yield faulty_ray_module
+    for path in faulty_ray_module.iterdir():
+        path.unlink()
 
 
 def _config(tiny_model, image_folder, out):
@@ -49,39 +58,39 @@ def _config(tiny_model, image_folder, out):
                      generation=GenerationConfig(max_new_tokens=4))
 
 
-@pytest.mark.parametrize("faulty_ray", ["cuda_errors:once"], indirect=True)
+@pytest.mark.parametrize("faulty_ray", ["cuda_once"], indirect=True)
 def test_an_actor_whose_device_fails_is_restarted_and_its_batch_retried(faulty_ray, tiny_model, image_folder,
                                                                         tmp_path):
     out = tmp_path / "out"
     summary = pipeline.run(_config(tiny_model, image_folder, out))
-    assert len(list(faulty_ray.iterdir())) == 1  # it failed once, in the first actor
+    assert len(list(faulty_ray.glob("fault-*"))) == 1  # it failed once, in the first actor
     assert (summary.status, summary.captioned, summary.failed) == ("succeeded", GOOD, len(BAD))
     errors = state.errors(str(out), state.committed(str(out))).to_table().to_pylist()
     assert sorted(e["error_type"] for e in errors) == sorted(BAD.values())  # no caption_error rows
 
 
-@pytest.mark.parametrize("faulty_ray", ["cuda_errors:always"], indirect=True)
+@pytest.mark.parametrize("faulty_ray", ["cuda_always"], indirect=True)
 def test_a_device_that_fails_every_batch_fails_the_run_without_error_rows(faulty_ray, tiny_model, image_folder,
                                                                          tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RunFailed, match="the model cannot caption: the device fails again after a restart"):
         pipeline.run(_config(tiny_model, image_folder, out))
-    assert len(list(faulty_ray.iterdir())) == 2  # its first life, then the restarted actor's retry
+    assert len(list(faulty_ray.glob("fault-*"))) == 2  # its first life, then the restarted actor's retry
     assert state.committed(str(out)) == []  # no error row for images the model never saw
 
 
-@pytest.mark.parametrize("faulty_ray", ["killed_actor"], indirect=True)
+@pytest.mark.parametrize("faulty_ray", ["kill_third"], indirect=True)
 def test_a_caption_actor_killed_mid_run_loses_and_doubles_nothing(faulty_ray, tiny_model, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
-    for i in range(24):
+    for i in range(12):
         (folder / f"img{i:03d}.jpg").write_bytes(jpeg_bytes(i))
-    config = replace(_config(tiny_model, folder, tmp_path / "out"), generation=GenerationConfig(max_new_tokens=24),
+    config = replace(_config(tiny_model, folder, tmp_path / "out"),
                      resources=ResourceConfig(batch_size=2, decode_batch_size=2, rows_per_file=2))
     summary = pipeline.run(config)
     assert (faulty_ray / "ticket-000002").exists(), "the actor never reached a third batch; nothing was killed"
-    assert (summary.status, summary.captioned, summary.failed) == ("succeeded", 24, 0)
-    assert _exact(str(tmp_path / "out")) == [(str(folder / f"img{i:03d}.jpg"), "en") for i in range(24)]
+    assert (summary.status, summary.captioned, summary.failed) == ("succeeded", 12, 0)
+    assert _exact(str(tmp_path / "out")) == [(str(folder / f"img{i:03d}.jpg"), "en") for i in range(12)]
 
 
 def _exact(out: str, fs=None) -> list[tuple[str, str]]:
@@ -92,7 +101,7 @@ def _exact(out: str, fs=None) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def test_of_two_runs_racing_for_an_s3_output_exactly_one_writes(local_ray, tiny_model, image_folder, s3, s3_server,
+def test_of_two_runs_racing_for_an_s3_output_exactly_one_writes(faulty_ray, tiny_model, image_folder, s3, s3_server,
                                                                 faulty_s3):
     fs, bucket = s3
     out = f"s3://{bucket}/out"
@@ -123,7 +132,7 @@ def test_of_two_runs_racing_for_an_s3_output_exactly_one_writes(local_ray, tiny_
     assert len(_exact(f"{bucket}/out", fs)) == GOOD  # every image once, by one writer
 
 
-def test_a_rerun_is_exact_after_a_torn_commit_an_orphan_and_a_write_left_in_flight(local_ray, tiny_model,
+def test_a_rerun_is_exact_after_a_torn_commit_an_orphan_and_a_write_left_in_flight(faulty_ray, tiny_model,
                                                                                   image_folder, tmp_path):
     out = tmp_path / "out"
     pipeline.run(_config(tiny_model, image_folder, out))
