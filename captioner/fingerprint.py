@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .config import RunConfig, VideoConfig
+from .config import ModelConfig, RunConfig, VideoConfig
 
 
 def fingerprints(config: RunConfig) -> dict[str, str]:
@@ -31,8 +31,10 @@ def fingerprints(config: RunConfig) -> dict[str, str]:
     }
     # Model settings that shape captions, only where set away from their defaults, so outputs written before a
     # setting existed keep resuming.
-    base.update({key: getattr(config.model, key) for key in ("dtype", "language_prompt")
-                 if getattr(config.model, key) != "auto"})
+    defaults = ModelConfig()
+    base.update({key: getattr(config.model, key)
+                 for key in ("dtype", "language_prompt", "caption_style", "prompt", "image_size")
+                 if getattr(config.model, key) != getattr(defaults, key)})
     if config.video.segment_s != VideoConfig.segment_s:  # a video's segments are what its captions describe
         base["segment_s"] = config.video.segment_s
     translators = dict(config.translate)

@@ -2,7 +2,7 @@
 
 import argparse
 
-from ..config import FAST_GENERATION, RETRY_MODES, GenerationConfig, StorageConfig
+from ..config import CAPTION_STYLES, FAST_GENERATION, MAX_NEW_TOKENS, RETRY_MODES, GenerationConfig, StorageConfig
 
 
 def csv(value: str) -> tuple[str, ...]:
@@ -34,8 +34,9 @@ def storage_config(args: argparse.Namespace) -> StorageConfig:
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     """How captions are searched for."""
     g = parser.add_argument_group("generation")
-    g.add_argument("--max-new-tokens", type=int, default=GenerationConfig.max_new_tokens,
-                   help="longest caption, in tokens (default: %(default)s)")
+    g.add_argument("--max-new-tokens", type=int,
+                   help="longest caption, in tokens (default by --caption-style: "
+                   + ", ".join(f"{n} {style}" for style, n in MAX_NEW_TOKENS.items()) + ")")
     g.add_argument("--num-beams", type=int, default=GenerationConfig.num_beams,
                    help="beam search width; 1 is greedy decoding (default: %(default)s)")
     g.add_argument("--temperature", type=float, help="sample with this temperature instead of greedy/beam search")
@@ -51,6 +52,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
 
 def generation_config(args: argparse.Namespace) -> GenerationConfig:
     """The parsed generation options as the frozen config the library takes."""
-    return GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+    style = getattr(args, "caption_style", CAPTION_STYLES[0])
+    return GenerationConfig(max_new_tokens=args.max_new_tokens or MAX_NEW_TOKENS[style], num_beams=args.num_beams,
                             temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                             fast=args.fast_generation)

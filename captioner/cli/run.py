@@ -9,18 +9,15 @@ import os
 from ..config import (
     DECODABLE_FORMATS,
     DEFAULT_EXTENSIONS,
-    DEMO_MODEL,
-    DTYPES,
-    LANGUAGE_PROMPTS,
     MODES,
     ConfigError,
     DecodeConfig,
     InputConfig,
-    ModelConfig,
     ResourceConfig,
     RunConfig,
     VideoConfig,
 )
+from .model_options import add_model_arguments, model_config
 from .options import add_generation_arguments, add_storage_arguments, csv, generation_config, storage_config
 
 SMALL_RUN = 16  # a run of at most this many images shows all its captions at the end
@@ -50,16 +47,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sub.set_defaults(handler=_submit)
 
 
-def _translation(value: str) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for part in csv(value):
-        lang, sep, model = part.partition("=")
-        if not sep or not lang.strip() or not model.strip():
-            raise argparse.ArgumentTypeError(f"expected LANG=MODEL, e.g. fr=Helsinki-NLP/opus-mt-en-fr, got {part!r}")
-        pairs.append((lang.strip(), model.strip()))
-    return tuple(pairs)
-
-
 def _concurrency(value: str) -> tuple[int, int | None]:
     low, sep, high = value.partition(":")
     try:
@@ -76,37 +63,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "manifest.json; or one .tar shard")
     parser.add_argument("output", help="folder or s3:// prefix; receives captions/, errors/ and runs/")
 
-    m = parser.add_argument_group("model")
-    m.add_argument("--model", default=DEMO_MODEL, help="Hugging Face hub id, local folder or s3:// folder of a "
-                   "captioner: a vision encoder-decoder (ViT-GPT2, CLIP-vision + mBART-50...), GIT or BLIP "
-                   "checkpoint (default: the bundled demo model)")
-    m.add_argument("--revision", help="hub branch, tag or commit of --model")
-    m.add_argument("--model-cache", default=ModelConfig.cache_dir,
-                   help="where each node keeps its copy of an object-store model (default: %(default)s)")
-    m.add_argument("--languages", type=csv, default=("en",),
-                   help="comma-separated language codes, one caption row each (default: en). A language the "
-                   "captioner has a language token for is written natively, others need --translate")
-    m.add_argument("--translate", type=_translation, action="append", default=[], metavar="LANG=MODEL[,LANG=MODEL]",
-                   help="write LANG by translating the source caption with a sequence-to-sequence model (hub id, "
-                   "folder or s3:// folder, MarianMT style, e.g. fr=Helsinki-NLP/opus-mt-en-fr); repeatable")
-    m.add_argument("--source-language", default=RunConfig.source_language,
-                   help="language that translations start from; must be in --languages (default: %(default)s)")
-    m.add_argument("--clip-model", help="CLIP model (hub id, folder or s3:// folder) that fills clip_score: "
-                   "2.5 * max(cosine(image, caption), 0)")
-    m.add_argument("--num-candidates", type=int, default=RunConfig.num_candidates,
-                   help="generate N captions per image and language and keep the best by CLIP score "
-                   "(needs --clip-model; default: %(default)s)")
-    m.add_argument("--safetensors-only", action="store_true",
-                   help="refuse checkpoints with only pickle weights (pytorch_model.bin). Without it they load "
-                   "through torch's weights-only unpickler, which refuses any pickle that would run code")
-    m.add_argument("--dtype", choices=DTYPES, default=ModelConfig.dtype,
-                   help="model weights and activations: auto is bf16 on GPUs that support it, else fp16, and fp32 "
-                   "on CPU (default: %(default)s)")
-    m.add_argument("--language-prompt", choices=LANGUAGE_PROMPTS, default=ModelConfig.language_prompt,
-                   help="for decoders with mBART-50 language codes: the code is the decoder start (start, as "
-                   "CLIP-Vision-mBART50 was trained) or follows it (after-start, mBART-50's own way); auto reads "
-                   "it from the checkpoint's decoder start token (default: %(default)s)")
-
+    add_model_arguments(parser)
     add_generation_arguments(parser)
 
     r = parser.add_argument_group("resources (defaults derive from the cluster)")
@@ -181,9 +138,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         input=InputConfig(uri=args.input, extensions=tuple(e if e.startswith(".") else f".{e}" for e in args.extensions)),
         output=args.output,
-        model=ModelConfig(name=args.model, revision=args.revision, cache_dir=args.model_cache,
-                          safetensors_only=args.safetensors_only, dtype=args.dtype,
-                          language_prompt=args.language_prompt),
+        model=model_config(args),
         generation=generation_config(args),
         languages=args.languages,
         translate=tuple(pair for group in args.translate for pair in group),

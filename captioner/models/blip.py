@@ -7,9 +7,10 @@ transformers does not mark its text decoder as one that compiles, and a static c
 """
 
 import torch
-from transformers import BlipForConditionalGeneration, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import BlipForConditionalGeneration, PreTrainedModel, PreTrainedTokenizerBase
 
-from .family import DEFAULT_LANGUAGE, Family
+from ..media.image import ImageSpec
+from .family import DEFAULT_LANGUAGE, Checkpoint, Family
 
 
 class Blip(Family):
@@ -18,9 +19,8 @@ class Blip(Family):
     loader = BlipForConditionalGeneration
     example = "Salesforce/blip-image-captioning-base"
 
-    def prompts(self, config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase,
-                language_prompt: str) -> dict[str, tuple[int, ...]]:
-        return {DEFAULT_LANGUAGE: (config.text_config.bos_token_id,)}
+    def prompts(self, checkpoint: Checkpoint, image: ImageSpec) -> dict[str, tuple[int, ...]]:
+        return {DEFAULT_LANGUAGE: (checkpoint.config.text_config.bos_token_id,)}
 
     def encode(self, model: PreTrainedModel, pixels: torch.Tensor) -> torch.Tensor:
         return model.vision_model(pixel_values=pixels).last_hidden_state  # (B, P, D)

@@ -20,6 +20,8 @@ import logging
 import torch
 from transformers import CompileConfig
 
+from .family import Encoded
+from .family import rows as rows_of
 from .loading import Captioner
 
 log = logging.getLogger(__name__)
@@ -37,13 +39,13 @@ def bucket(rows: int) -> int:
     return 1 << (rows - 1).bit_length()
 
 
-def generate(captioner: Captioner, encoded: torch.Tensor, prompt: torch.Tensor, **search):
+def generate(captioner: Captioner, encoded: Encoded, prompt: torch.Tensor, **search):
     """``family.generate`` for greedy search on a static cache at a bucketed batch size, or the plain call where the
     family has no static cache; the output holds the real rows only."""
     family, model = captioner.info.family, captioner.model
-    rows, length = encoded.shape[0], prompt.shape[1] + search["max_new_tokens"]
+    rows, length = prompt.shape[0], prompt.shape[1] + search["max_new_tokens"]
     size = bucket(rows)
-    key = (size, length, tuple(encoded.shape[1:]))
+    key = (size, length)
     if key not in captioner.caches:
         captioner.caches[key] = family.static_cache(model, length, encoded)
         log.info("fast generation for batches of %d, %d tokens: %s", size, length, "a static cache"
@@ -53,7 +55,8 @@ def generate(captioner: Captioner, encoded: torch.Tensor, prompt: torch.Tensor, 
         return family.generate(model, encoded, prompt, **search)
     cache.reset()
     pad = size - rows
-    encoded = torch.cat([encoded, encoded[-1:].expand(pad, *encoded.shape[1:])])  # (size, ...)
+    index = torch.arange(size, device=prompt.device).clamp(max=rows - 1)  # pad rows repeat the last real one
+    encoded = rows_of(encoded, index)  # (size, ...)
     prompt = torch.cat([prompt, prompt[-1:].expand(pad, -1)])  # (size, P)
     compiling = {"compile_config": COMPILE} if captioner.device.type == "cuda" else {"disable_compile": True}
     out = family.generate(model, encoded, prompt, cache=cache, **compiling, **search)

@@ -11,7 +11,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from ..config import GenerationConfig
-from . import fast, scoring
+from . import family, fast, scoring
 from .loading import Captioner, Loaded, Scorer
 from .preprocess import pixel_values
 from .sampling import RowSampler, caption_seed, row_generators
@@ -89,9 +89,9 @@ def caption(
     x = pixel_values(pixels, captioner.info.image, captioner.device, captioner.dtype)  # (B, 3, H, W)
     encoded = captioner.info.family.encode(captioner.model, x)  # (B, ...): once per image, whatever the languages
     for lang, rows in rows_by_lang.items():
-        index = torch.tensor(rows, device=encoded.device)
+        index = torch.tensor(rows, device=captioner.device)
         row_seeds = [caption_seed(lang, seeds[i] if seeds is not None else generation.seed) for i in rows]
-        texts = _generate(captioner, encoded.index_select(0, index), lang, generation, num_candidates,
+        texts = _generate(captioner, family.rows(encoded, index), lang, generation, num_candidates,
                           row_seeds)  # (len(rows) * n)
         if num_candidates > 1:
             texts = scoring.best_of(scorer, clip_pixels[rows], texts, num_candidates)
@@ -122,24 +122,25 @@ def _search(generation: GenerationConfig, num_candidates: int, seeds: Sequence[i
             "num_beams": generation.num_beams, "num_return_sequences": num_candidates}, 1
 
 
-def _generate(captioner: Captioner, encoded: torch.Tensor, lang: str, generation: GenerationConfig,
+def _generate(captioner: Captioner, encoded: family.Encoded, lang: str, generation: GenerationConfig,
               num_candidates: int, seeds: Sequence[int]) -> list[Caption]:
-    family, model = captioner.info.family, captioner.model
-    search, repeat = _search(generation, num_candidates, seeds, captioner.device)
-    encoded = encoded.repeat_interleave(repeat, dim=0)
-    prompt = torch.tensor([captioner.info.languages[lang]] * encoded.shape[0], device=captioner.device)  # (B, P)
+    kind, model = captioner.info.family, captioner.model
+    search, times = _search(generation, num_candidates, seeds, captioner.device)
+    encoded = family.repeat(encoded, times)
+    prompt = torch.tensor([captioner.info.languages[lang]] * family.batch_size(encoded),
+                          device=captioner.device)  # (B, P)
     stepwise = search["num_beams"] == 1  # each step's logits belong to the sequence it extends
     kwargs = dict(return_dict_in_generate=True, output_logits=stepwise, **search)
     if stepwise and not generation.do_sample and fast.wanted(generation.fast, captioner.device):
         out = fast.generate(captioner, encoded, prompt, **kwargs)  # greedy: static cache, compiled on CUDA
     else:
-        out = family.generate(model, encoded, prompt, **kwargs)
-    sequences = out.sequences  # (B * n, P + T)
-    ends = family.end_ids(model, captioner.tokenizer)
+        out = kind.generate(model, encoded, prompt, **kwargs)
+    sequences = out.sequences  # (B * n, S + T): S tokens before the caption
+    start, ends = kind.caption_start(prompt.shape[1]), kind.end_ids(model, captioner.tokenizer)
     if stepwise:
-        scores = scoring.mean_logprob_of_steps(out.logits, sequences[:, prompt.shape[1]:], ends)
+        scores = scoring.mean_logprob_of_steps(out.logits, sequences[:, start:], ends)
     else:
-        logits = family.logits(model, encoded.repeat_interleave(num_candidates, dim=0), sequences)
-        scores = scoring.mean_logprob(logits, sequences, prompt.shape[1], ends)
-    texts = captioner.tokenizer.batch_decode(sequences[:, prompt.shape[1]:], skip_special_tokens=True)
+        logits = kind.logits(model, family.repeat(encoded, num_candidates), sequences)
+        scores = scoring.mean_logprob(logits, sequences, start, ends)
+    texts = captioner.tokenizer.batch_decode(sequences[:, start:], skip_special_tokens=True)
     return [Caption(text.strip(), score) for text, score in zip(texts, scores)]

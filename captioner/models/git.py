@@ -8,9 +8,10 @@ tokens and the prompt under one attention mask, which transformers 5's static-ca
 """
 
 import torch
-from transformers import GitForCausalLM, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GitForCausalLM, PretrainedConfig, PreTrainedModel
 
-from .family import DEFAULT_LANGUAGE, Family
+from ..media.image import ImageSpec
+from .family import DEFAULT_LANGUAGE, Checkpoint, Family
 
 
 class Git(Family):
@@ -19,9 +20,9 @@ class Git(Family):
     loader = GitForCausalLM
     example = "microsoft/git-base-coco"
 
-    def prompts(self, config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase,
-                language_prompt: str) -> dict[str, tuple[int, ...]]:
-        start = config.bos_token_id if config.bos_token_id is not None else tokenizer.cls_token_id
+    def prompts(self, checkpoint: Checkpoint, image: ImageSpec) -> dict[str, tuple[int, ...]]:
+        config = checkpoint.config
+        start = config.bos_token_id if config.bos_token_id is not None else checkpoint.tokenizer.cls_token_id
         return {DEFAULT_LANGUAGE: (start,)}
 
     def frames(self, config: PretrainedConfig) -> int:

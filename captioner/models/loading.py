@@ -13,13 +13,14 @@ import os
 import pickle
 import shutil
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModelForSeq2SeqLM,
+    AutoProcessor,
     AutoTokenizer,
     CLIPModel,
     PreTrainedModel,
@@ -29,7 +30,7 @@ from transformers.utils import logging as hf_logging
 
 from ..config import ModelConfig, UserError
 from .families import family_of, supported
-from .family import Family
+from .family import Checkpoint, Family
 from .preprocess import ImageSpec, image_spec
 
 log = logging.getLogger(__name__)
@@ -144,20 +145,36 @@ def _pretrained(loader, config: ModelConfig, options: dict | None, what: str, **
 
 def describe(config: ModelConfig, options: dict | None = None) -> ModelInfo:
     """Read a captioner's config, image processor and tokenizer (no weights) to plan a run; refuse a checkpoint
-    no family loads before any work starts."""
+    no family loads, or settings its family cannot follow, before any work starts."""
     model_config = _pretrained(AutoConfig, config, options, "config")
     family = family_of(model_config)
     if family is None:
         raise ModelError(f"{config.name!r} is a {model_config.model_type!r} checkpoint "
                          f"({', '.join(model_config.architectures or [])}), which captioner cannot caption with; "
                          f"it captions with: {supported()}")
-    tokenizer = _pretrained(AutoTokenizer, config, options, "tokenizer")
-    processor = _pretrained(AutoImageProcessor, config, options, "image processor")
+    _check_settings(family, config)
+    checkpoint = Checkpoint(
+        config=model_config, tokenizer=_pretrained(AutoTokenizer, config, options, "tokenizer"),
+        image_processor=_pretrained(AutoImageProcessor, config, options, "image processor"), settings=config,
+        processor=lambda: _pretrained(AutoProcessor, config, options, "processor"))
     try:
-        image = replace(image_spec(processor), frames=family.frames(model_config))
+        image = family.image(checkpoint)
     except ValueError as exc:
         raise ModelError(f"{config.name!r}: {exc}") from None
-    return ModelInfo(family, image, family.prompts(model_config, tokenizer, config.language_prompt))
+    return ModelInfo(family, image, family.prompts(checkpoint, image))
+
+
+def _check_settings(family: Family, config: ModelConfig) -> None:
+    """A caption style, prompt or image size the family has no use for is refused by name, never ignored."""
+    if config.caption_style not in family.styles:
+        raise ModelError(f"{config.name!r} is a {family.name} checkpoint, which writes only "
+                         f"{', '.join(family.styles)} captions; leave out --caption-style {config.caption_style}")
+    if config.prompt is not None and not family.takes_prompt:
+        raise ModelError(f"{config.name!r} is a {family.name} checkpoint, which takes no instruction; --prompt is "
+                         "for chat models (Qwen-VL, SmolVLM)")
+    if config.image_size is not None and not family.takes_image_size:
+        raise ModelError(f"{config.name!r} is a {family.name} checkpoint, whose processor fixes the image size; "
+                         "leave out --image-size")
 
 
 def load_tokenizer(config: ModelConfig, options: dict | None = None) -> PreTrainedTokenizerBase:

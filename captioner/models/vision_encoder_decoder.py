@@ -10,15 +10,14 @@ import torch
 from transformers import (
     Cache,
     EncoderDecoderCache,
-    PretrainedConfig,
     PreTrainedModel,
-    PreTrainedTokenizerBase,
     StaticCache,
     VisionEncoderDecoderModel,
 )
 from transformers.modeling_outputs import BaseModelOutput
 
-from .family import DEFAULT_LANGUAGE, Family, code_languages, token_languages
+from ..media.image import ImageSpec
+from .family import DEFAULT_LANGUAGE, Checkpoint, Family, code_languages, token_languages
 
 
 class VisionEncoderDecoder(Family):
@@ -27,8 +26,8 @@ class VisionEncoderDecoder(Family):
     loader = VisionEncoderDecoderModel
     example = "nlpconnect/vit-gpt2-image-captioning"
 
-    def prompts(self, config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase,
-                language_prompt: str) -> dict[str, tuple[int, ...]]:
+    def prompts(self, checkpoint: Checkpoint, image: ImageSpec) -> dict[str, tuple[int, ...]]:
+        config, tokenizer, language_prompt = checkpoint.config, checkpoint.tokenizer, checkpoint.settings.language_prompt
         start = config.decoder_start_token_id
         if start is None:
             start = config.decoder.bos_token_id

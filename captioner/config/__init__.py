@@ -1,34 +1,29 @@
 """Frozen settings, one dataclass per concern, validated before any work starts."""
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
+
+# The model settings and errors live in their own modules; every wing imports them from here.
+from .errors import ConfigError, UserError
+from .model import (
+    CAPTION_STYLES,
+    DEMO_MODEL,
+    DTYPES,
+    FAST_GENERATION,
+    LANGUAGE_PROMPTS,
+    MAX_NEW_TOKENS,
+    GenerationConfig,
+    ModelConfig,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 DEFAULT_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
-DEMO_MODEL = str(Path(__file__).parent / "demo_model")
 MODES = ("resume", "append", "overwrite")
-DTYPES = ("auto", "bf16", "fp16", "fp32")
-LANGUAGE_PROMPTS = ("auto", "start", "after-start")  # where an mBART-50 language code goes in the decoder prompt
-FAST_GENERATION = ("auto", "on", "off")  # static KV cache, CUDA graphs and fixed batch shapes for greedy captions
 RETRY_MODES = ("standard", "adaptive")  # botocore's retry modes: both back off with jitter; adaptive also paces
 # Pillow formats decoded in this process, by Pillow's own code and libraries; --image-formats picks among them.
 # Never EPS (it runs Ghostscript) or any other format whose plugin calls out to a program.
 DECODABLE_FORMATS = ("AVIF", "BMP", "GIF", "ICO", "JPEG", "JPEG2000", "PNG", "PPM", "QOI", "TGA", "TIFF", "WEBP")
 DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-
-
-class UserError(Exception):
-    """A failure the user can act on from its message alone: the command logs it, without a traceback, and exits
-    with ``exit_status``. Each wing raises its own subclass; the command line needs none of their imports."""
-
-    exit_status = 2
-    prefix = ""
-
-
-class ConfigError(UserError, ValueError):
-    """A setting a user can fix; the message says how."""
 
 
 @dataclass(frozen=True)
@@ -79,28 +74,6 @@ class InputConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    name: str = DEMO_MODEL  # hub id, local folder, or object-store folder (s3://...)
-    revision: str | None = None  # hub revision: branch, tag or commit
-    cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "captioner", "models")  # per-node copies
-    safetensors_only: bool = False  # refuse pickle weights even through torch's weights-only unpickler
-    dtype: str = "auto"  # auto (bf16 on GPUs that have it, else fp16; fp32 on CPU), bf16, fp16 or fp32
-    language_prompt: str = "auto"  # mBART-50 codes: the decoder start (start) or after it (after-start)
-
-    def validate(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.language_prompt not in LANGUAGE_PROMPTS:
-            raise ConfigError(f"--language-prompt must be one of {', '.join(LANGUAGE_PROMPTS)}, "
-                              f"got {self.language_prompt!r}")
-
-    def helper(self, name: str) -> "ModelConfig":
-        """A translation or CLIP model loaded under this one's cache and weight rules."""
-        return ModelConfig(name=name, cache_dir=self.cache_dir, safetensors_only=self.safetensors_only,
-                           dtype=self.dtype)
-
-
-@dataclass(frozen=True)
 class DecodeConfig:
     """What an input file may cost before it is recorded as failed instead of decoded."""
 
@@ -135,32 +108,6 @@ class VideoConfig:
     def validate(self) -> None:
         if self.segment_s <= 0 or self.max_video_s <= 0:
             raise ConfigError("--segment-s and --max-video-s must be more than 0 seconds")
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    max_new_tokens: int = 32  # caption length cap, in tokens
-    num_beams: int = 1  # 1 = greedy (or sampling); >1 = beam search
-    temperature: float | None = None  # set with top_p to sample instead of searching
-    top_p: float | None = None  # nucleus sampling mass
-    seed: int = 0  # makes sampling reproducible
-    fast: str = "auto"  # greedy on a static cache, compiled on CUDA: auto (on CUDA), on, off; same tokens either way
-
-    @property
-    def do_sample(self) -> bool:
-        return self.temperature is not None or self.top_p is not None
-
-    def validate(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        if self.num_beams < 1:
-            raise ConfigError(f"--num-beams must be at least 1, got {self.num_beams}")
-        if self.temperature is not None and self.temperature <= 0:
-            raise ConfigError(f"--temperature must be > 0, got {self.temperature}; leave it out for greedy decoding")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.fast not in FAST_GENERATION:
-            raise ConfigError(f"--fast-generation must be one of {', '.join(FAST_GENERATION)}, got {self.fast!r}")
 
 
 @dataclass(frozen=True)
