@@ -157,6 +157,23 @@ def test_train_command_runs_and_resumes(tmp_path, capsys):
     assert cli.main(["train", "--data", str(data), "--output-dir", str(tmp_path / "m2"), "--image-size", "30"]) == 2
 
 
+def test_caption_style_prompt_and_image_size_become_model_settings(capsys):
+    parser = cli.build_parser()
+    default = cli.run.run_config(parser.parse_args(["run", "in", "out"]))
+    assert (default.model.caption_style, default.model.prompt, default.model.image_size) == ("short", None, None)
+    assert default.generation.max_new_tokens == 32
+    chat = cli.run.run_config(parser.parse_args(["run", "in", "out", "--caption-style", "paragraph", "--prompt",
+                                                 "Describe it in {language}.", "--image-size", "448x336"]))
+    assert (chat.model.caption_style, chat.model.prompt, chat.model.image_size) == (
+        "paragraph", "Describe it in {language}.", (448, 336))
+    assert chat.generation.max_new_tokens == 320  # a paragraph's default room
+    capped = parser.parse_args(["run", "in", "out", "--caption-style", "detailed", "--max-new-tokens", "20"])
+    assert cli.run.run_config(capped).generation.max_new_tokens == 20
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "in", "out", "--image-size", "448"])
+    assert "expected WIDTHxHEIGHT" in capsys.readouterr().err
+
+
 def test_concurrency_takes_a_number_or_a_range(capsys):
     parser = cli.build_parser()
     assert cli.run.run_config(parser.parse_args(["run", "in", "out", "--concurrency", "3"])).resources.concurrency == 3

@@ -38,3 +38,12 @@ def test_dtype_and_language_prompt_count_only_when_set():
                                                         model=ModelConfig(dtype="auto", language_prompt="auto")))
     assert len({fingerprints(RunConfig(input=InputConfig("in"), output="out", model=ModelConfig(**kw)))["en"]
                 for kw in ({}, {"dtype": "bf16"}, {"dtype": "fp16"}, {"language_prompt": "start"})}) == 4
+
+
+def test_caption_style_prompt_and_image_size_count_only_when_set():
+    def of(**kw):
+        return fingerprints(RunConfig(input=InputConfig("in"), output="out", model=ModelConfig(**kw)))["en"]
+
+    assert of() == of(caption_style="short", prompt=None, image_size=None)  # outputs from before keep resuming
+    assert len({of(), of(caption_style="detailed"), of(prompt="Describe it."), of(image_size=(448, 448)),
+                of(image_size=(448, 336))}) == 5

@@ -144,3 +144,13 @@ def test_dtype_is_a_setting(tiny_model):
     loaded = model.load(ModelConfig(name=str(tiny_model), dtype="bf16"))
     assert loaded.dtype == torch.bfloat16 and next(loaded.model.parameters()).dtype == torch.bfloat16
     assert model.torch_dtype("fp16", torch.device("cpu")) == torch.float16
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"caption_style": "paragraph"}, "writes only short captions; leave out --caption-style paragraph"),
+    ({"prompt": "Describe it in {language}."}, "takes no instruction; --prompt is for chat models"),
+    ({"image_size": (64, 64)}, "fixes the image size; leave out --image-size"),
+])
+def test_a_setting_the_family_has_no_use_for_is_refused_by_name(tiny_model, setting, message):
+    with pytest.raises(model.ModelError, match=message):
+        model.describe(ModelConfig(name=str(tiny_model), **setting))
