@@ -66,7 +66,7 @@ def build_tiny_paligemma(path: Path, gemma: int = 2) -> Path:
     model = PaliGemmaForConditionalGeneration(config)
     for key, value in ids.items():
         setattr(model.generation_config, key, value)
-    words = [i for token, i in tokenizer.get_vocab().items() if i >= len(GEMMA_SPECIALS) and i < tokenizer.vocab_size]
+    words = [i for i in tokenizer.get_vocab().values() if len(GEMMA_SPECIALS) <= i < tokenizer.vocab_size]  # learnt
     with torch.no_grad():  # keep random captions to words (and the end): no special, location or segment token wins
         keep = torch.zeros(len(tokenizer), dtype=torch.bool)
         keep[words + [tokenizer.eos_token_id]] = True
