@@ -2,13 +2,17 @@
 
     python benchmarks/gpu_generate.py                        # CUDA: batches 64 to 1024, fp16 and bf16
     python benchmarks/gpu_generate.py --device cpu --batch-sizes 2 4 --model demo    # a check on a CPU, < 1 min
+    python benchmarks/gpu_generate.py --model paligemma2 --batch-sizes 16 64 256     # PaliGemma 2 3B at 224 px
 
 Measures what one caption actor does with a batch already decoded (``generate.caption``: uint8 pixels to the device
 and normalised there, the encoder once per image, greedy generation, the text decoded, the scores), without Ray or
 image decoding, for the full-size ViT-GPT2 architecture (vit_gpt2.py: ViT-B/16 and GPT-2 small with random weights,
-which rarely end a caption, so every caption runs all --max-new-tokens: the worst case), at each batch size and
-dtype, with ``--fast-generation`` off (plain ``generate``) and on (a static KV cache, the decoder step replayed as
-CUDA graphs, batches padded to powers of two; on a CPU the static cache and padding alone).
+which rarely end a caption, so every caption runs all --max-new-tokens: the worst case), or of PaliGemma 2 3B at
+224 px (paligemma2.py: SigLIP So400m/14 and Gemma 2 2B with random weights, 256 image tokens before the prompt;
+--small keeps its kinds of layers at a few small ones, a CPU check), at each batch size and dtype, with
+``--fast-generation`` off (plain ``generate``) and on (a static KV cache, the decoder step replayed as CUDA graphs,
+batches padded to powers of two; on a CPU the static cache and padding alone; PaliGemma 2 has no static cache, so
+both columns are its plain path).
 
 Each cell: one warm-up call (on the fast path it compiles and captures the graphs: its seconds are shown), then the
 median of --repeats timed calls. FLOPs per caption are counted once per batch size by torch's FlopCounterMode on a
@@ -33,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from captioner.config import DEMO_MODEL, GenerationConfig, ModelConfig
 from captioner.models import generate, loading
+from paligemma2 import paligemma2  # benchmarks/: PaliGemma 2 3B's architecture
 from vit_gpt2 import vit_gpt2  # benchmarks/: the full-size architecture, shared with bench.py
 
 PATHS = {"off": "plain", "on": "fast"}  # --fast-generation value -> column name
@@ -102,10 +107,22 @@ def print_row(row: dict) -> None:
           flush=True)
 
 
+def model_folder(args: argparse.Namespace) -> str:
+    """The captioner to measure, built from configs into --cache the first time."""
+    cache = Path(args.cache)
+    if args.model == "full":
+        return str(vit_gpt2(cache / "vit-gpt2"))
+    if args.model == "paligemma2":
+        return str(paligemma2(cache / ("paligemma2-small" if args.small else "paligemma2-3b-224"), small=args.small))
+    return DEMO_MODEL if args.model == "demo" else args.model
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="full", help="full (ViT-GPT2 architecture, random weights), demo, or a "
-                        "captioner folder (default: %(default)s)")
+    parser.add_argument("--model", default="full", help="full (ViT-GPT2 architecture, random weights), paligemma2 "
+                        "(PaliGemma 2 3B at 224 px, random weights), demo, or a captioner folder "
+                        "(default: %(default)s)")
+    parser.add_argument("--small", action="store_true", help="paligemma2 with a few small layers: a CPU check")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cuda or cpu (default: %(default)s)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 64 128 256 512 1024 on CUDA, 2 4 on CPU")
@@ -121,13 +138,15 @@ def main(argv: list[str]) -> int:
                         help="where the full-size model is built once (default: %(default)s)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    if args.small and args.model != "paligemma2":
+        parser.error("--small shrinks --model paligemma2 only")
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.batch_sizes = args.batch_sizes or ([64, 128, 256, 512, 1024] if cuda else [2, 4])
-    folder = {"full": None, "demo": DEMO_MODEL}.get(args.model, args.model) or str(vit_gpt2(Path(args.cache) /
-                                                                                           "vit-gpt2"))
+    folder = model_folder(args)
     started = time.perf_counter()
-    report = {"model": args.model, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+    report = {"model": args.model + (" (small)" if args.small else ""),
+              "device": torch.cuda.get_device_name(device) if cuda else "cpu",
               "torch": torch.__version__, "transformers": transformers.__version__,
               "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "peak_tflops": args.peak_tflops,
               "rows": []}

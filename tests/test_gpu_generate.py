@@ -21,3 +21,17 @@ def test_the_cpu_check_measures_both_paths_at_each_batch_size(monkeypatch, tmp_p
         assert row["gflop_per_caption"] > 0 and row["fast_over_plain"] > 0
         assert all(row[path]["captions_per_s"] > 0 and 0 < row[path]["share_of_peak"] < 1 for path in ("plain", "fast"))
     assert "fast cap/s" in capsys.readouterr().out
+
+
+def test_the_cpu_check_builds_paligemma_2_from_its_architecture_made_small(monkeypatch, tmp_path):
+    """The same script on PaliGemma 2's kinds of layers (SigLIP, Gemma 2, 256 image tokens) at a few small ones."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("gpu_generate", ROOT / "benchmarks" / "gpu_generate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "result.json"
+    assert script.main(["--device", "cpu", "--batch-sizes", "2", "--model", "paligemma2", "--small", "--repeats", "1",
+                        "--max-new-tokens", "4", "--cache", str(tmp_path / "cache"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"] == "paligemma2 (small)" and [row["batch"] for row in report["rows"]] == [2]
+    assert all(report["rows"][0][path]["captions_per_s"] > 0 for path in ("plain", "fast"))

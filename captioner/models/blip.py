@@ -33,7 +33,8 @@ class Blip(Family):
             encoder_attention_mask=torch.ones(encoded.shape[:2], dtype=torch.long, device=encoded.device), **search,
         )
 
-    def logits(self, model: PreTrainedModel, encoded: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+    def logits(self, model: PreTrainedModel, encoded: torch.Tensor, sequences: torch.Tensor,
+               prompt_length: int) -> torch.Tensor:
         inputs = sequences[:, :-1]
         return model.text_decoder(
             input_ids=inputs, attention_mask=torch.ones_like(inputs), encoder_hidden_states=encoded,

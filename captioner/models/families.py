@@ -5,9 +5,10 @@ from transformers import PretrainedConfig
 from .blip import Blip
 from .family import Family
 from .git import Git
+from .paligemma import PaliGemma
 from .vision_encoder_decoder import VisionEncoderDecoder
 
-FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip())
+FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip(), PaliGemma())
 
 
 def family_of(config: PretrainedConfig) -> Family | None:

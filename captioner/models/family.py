@@ -79,8 +79,11 @@ class Family(ABC):
         tokens before the caption."""
 
     @abstractmethod
-    def logits(self, model: PreTrainedModel, encoded: Encoded, sequences: torch.Tensor) -> torch.Tensor:
-        """(B, L-1, V) logits of each next token of (B, L) ``sequences``, teacher-forced."""
+    def logits(self, model: PreTrainedModel, encoded: Encoded, sequences: torch.Tensor,
+               prompt_length: int) -> torch.Tensor:
+        """(B, L-1, V) logits of each next token of (B, L) ``sequences``, teacher-forced; their first
+        ``prompt_length`` tokens are the prompt ``generate`` was given (a decoder that attends to its prompt both
+        ways, as PaliGemma's, must know where it ends; a causal one need not)."""
 
     def caption_start(self, prompt_length: int) -> int:
         """How many tokens of ``generate``'s sequences come before the caption: the prompt, where the decoder

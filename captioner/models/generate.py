@@ -140,7 +140,7 @@ def _generate(captioner: Captioner, encoded: family.Encoded, lang: str, generati
     if stepwise:
         scores = scoring.mean_logprob_of_steps(out.logits, sequences[:, start:], ends)
     else:
-        logits = kind.logits(model, family.repeat(encoded, num_candidates), sequences)
+        logits = kind.logits(model, family.repeat(encoded, num_candidates), sequences, prompt.shape[1])
         scores = scoring.mean_logprob(logits, sequences, start, ends)
     texts = captioner.tokenizer.batch_decode(sequences[:, start:], skip_special_tokens=True)
     return [Caption(text.strip(), score) for text, score in zip(texts, scores)]

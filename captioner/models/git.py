@@ -35,7 +35,8 @@ class Git(Family):
         return model.generate(pixel_values=encoded, input_ids=prompt, attention_mask=torch.ones_like(prompt),
                               **search)
 
-    def logits(self, model: PreTrainedModel, encoded: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+    def logits(self, model: PreTrainedModel, encoded: torch.Tensor, sequences: torch.Tensor,
+               prompt_length: int) -> torch.Tensor:
         inputs = sequences[:, :-1]
         logits = model(pixel_values=encoded, input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits
         return logits[:, -inputs.shape[1]:]  # (B, L-1, V): the text positions, after the image tokens

@@ -55,7 +55,8 @@ class VisionEncoderDecoder(Family):
                               decoder_attention_mask=torch.ones_like(prompt), decoder_start_token_id=int(prompt[0, 0]),
                               **search)
 
-    def logits(self, model: PreTrainedModel, encoded: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+    def logits(self, model: PreTrainedModel, encoded: torch.Tensor, sequences: torch.Tensor,
+               prompt_length: int) -> torch.Tensor:
         # Attention is causal, so padding after a sequence's end never reaches the positions that are scored.
         inputs = sequences[:, :-1]
         return model(encoder_outputs=BaseModelOutput(last_hidden_state=encoded), decoder_input_ids=inputs,
