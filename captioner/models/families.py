@@ -4,10 +4,11 @@ from transformers import PretrainedConfig
 
 from .blip import Blip
 from .family import Family
+from .florence2 import Florence2
 from .git import Git
 from .vision_encoder_decoder import VisionEncoderDecoder
 
-FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip())
+FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip(), Florence2())
 
 
 def family_of(config: PretrainedConfig) -> Family | None:
