@@ -2,13 +2,16 @@
 
     python benchmarks/gpu_generate.py                        # CUDA: batches 64 to 1024, fp16 and bf16
     python benchmarks/gpu_generate.py --device cpu --batch-sizes 2 4 --model demo    # a check on a CPU, < 1 min
+    python benchmarks/gpu_generate.py --model florence2-base --caption-style detailed    # Florence-2-base on CUDA
 
 Measures what one caption actor does with a batch already decoded (``generate.caption``: uint8 pixels to the device
 and normalised there, the encoder once per image, greedy generation, the text decoded, the scores), without Ray or
 image decoding, for the full-size ViT-GPT2 architecture (vit_gpt2.py: ViT-B/16 and GPT-2 small with random weights,
 which rarely end a caption, so every caption runs all --max-new-tokens: the worst case), at each batch size and
 dtype, with ``--fast-generation`` off (plain ``generate``) and on (a static KV cache, the decoder step replayed as
-CUDA graphs, batches padded to powers of two; on a CPU the static cache and padding alone).
+CUDA graphs, batches padded to powers of two; on a CPU the static cache and padding alone). ``--model florence2-base``
+measures the full-size Florence-2-base architecture instead (florence2.py: DaViT and BART-base with random weights,
+768 x 768 images, 577 image tokens; ``--caption-style`` picks its task), ``--small`` a scaled-down one for a CPU.
 
 Each cell: one warm-up call (on the fast path it compiles and captures the graphs: its seconds are shown), then the
 median of --repeats timed calls. FLOPs per caption are counted once per batch size by torch's FlopCounterMode on a
@@ -33,7 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from captioner.config import DEMO_MODEL, GenerationConfig, ModelConfig
 from captioner.models import generate, loading
-from vit_gpt2 import vit_gpt2  # benchmarks/: the full-size architecture, shared with bench.py
+from florence2 import florence2_base  # benchmarks/: the full-size architectures, built once under --cache
+from vit_gpt2 import vit_gpt2  # shared with bench.py
 
 PATHS = {"off": "plain", "on": "fast"}  # --fast-generation value -> column name
 
@@ -102,10 +106,24 @@ def print_row(row: dict) -> None:
           flush=True)
 
 
+def model_folder(args: argparse.Namespace) -> str:
+    """The checkpoint to measure: a full-size architecture built once under --cache, the demo model, or a folder."""
+    cache = Path(args.cache)
+    if args.model == "full":
+        return str(vit_gpt2(cache / "vit-gpt2"))
+    if args.model == "florence2-base":
+        return str(florence2_base(cache / ("florence2-base-small" if args.small else "florence2-base"), args.small))
+    return DEMO_MODEL if args.model == "demo" else args.model
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="full", help="full (ViT-GPT2 architecture, random weights), demo, or a "
-                        "captioner folder (default: %(default)s)")
+    parser.add_argument("--model", default="full", help="full (ViT-GPT2 architecture, random weights), florence2-base "
+                        "(Florence-2-base architecture, random weights), demo, or a captioner folder (default: "
+                        "%(default)s)")
+    parser.add_argument("--small", action="store_true", help="florence2-base scaled down, for a check on a CPU")
+    parser.add_argument("--caption-style", default=ModelConfig.caption_style,
+                        help="the task of a model that has several (Florence-2) (default: %(default)s)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cuda or cpu (default: %(default)s)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 64 128 256 512 1024 on CUDA, 2 4 on CPU")
@@ -124,21 +142,21 @@ def main(argv: list[str]) -> int:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.batch_sizes = args.batch_sizes or ([64, 128, 256, 512, 1024] if cuda else [2, 4])
-    folder = {"full": None, "demo": DEMO_MODEL}.get(args.model, args.model) or str(vit_gpt2(Path(args.cache) /
-                                                                                           "vit-gpt2"))
+    folder = model_folder(args)
     started = time.perf_counter()
-    report = {"model": args.model, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+    report = {"model": args.model + (" (small)" if args.small else ""), "caption_style": args.caption_style,
+              "device": torch.cuda.get_device_name(device) if cuda else "cpu",
               "torch": torch.__version__, "transformers": transformers.__version__,
               "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "peak_tflops": args.peak_tflops,
               "rows": []}
-    print(f"model {args.model} on {report['device']}, greedy, {args.max_new_tokens} new tokens, median of "
-          f"{args.repeats}, torch {torch.__version__}, transformers {transformers.__version__}; share of "
+    print(f"model {report['model']} ({args.caption_style}) on {report['device']}, greedy, {args.max_new_tokens} new "
+          f"tokens, median of {args.repeats}, torch {torch.__version__}, transformers {transformers.__version__}; share of "
           f"{args.peak_tflops:g} TFLOP/s", flush=True)
     print(f"{'dtype':<6}{'batch':>6}{'GFLOP':>8}{'plain cap/s':>12}{'peak':>8}{'fast cap/s':>12}{'peak':>8}"
           f"{'ratio':>8}{'warm-up':>9}", flush=True)
     flops: dict[int, float] = {}  # per caption, by batch size: the same work in every dtype
     for dtype in args.dtypes or (["fp16", "bf16"] if cuda else ["fp32"]):
-        captioner = loading.load(ModelConfig(name=folder, dtype=dtype), device=device)
+        captioner = loading.load(ModelConfig(name=folder, dtype=dtype, caption_style=args.caption_style), device=device)
         for batch in args.batch_sizes:
             report["rows"].append(row_for(captioner, dtype, batch, flops, args, started))
             print_row(report["rows"][-1])
