@@ -23,8 +23,8 @@ VISION = dict(PATCHES, depths=[1, 1, 9, 1], embed_dim=[128, 256, 512, 1024], num
 TEXT = dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12, decoder_attention_heads=12,
             encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1024)
 # --small: the same shapes of graph at a fraction of the width and depth, for a check on a CPU
-SMALL_VISION = dict(PATCHES, depths=[1, 1, 1, 1], embed_dim=[16, 32, 48, 64], num_heads=[1, 2, 3, 4], num_groups=[1, 2, 3, 4],
-                    window_size=12, projection_dim=64)
+SMALL_VISION = dict(PATCHES, depths=[1, 1, 1, 1], embed_dim=[16, 32, 48, 64], num_heads=[1, 2, 3, 4],
+                    num_groups=[1, 2, 3, 4], window_size=12, projection_dim=64)
 SMALL_TEXT = dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
                   encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=1024)
 SMALL_IMAGE = 128  # px: 4 x 4 patches, 17 image tokens

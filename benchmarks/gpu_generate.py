@@ -150,13 +150,14 @@ def main(argv: list[str]) -> int:
               "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "peak_tflops": args.peak_tflops,
               "rows": []}
     print(f"model {report['model']} ({args.caption_style}) on {report['device']}, greedy, {args.max_new_tokens} new "
-          f"tokens, median of {args.repeats}, torch {torch.__version__}, transformers {transformers.__version__}; share of "
-          f"{args.peak_tflops:g} TFLOP/s", flush=True)
+          f"tokens, median of {args.repeats}, torch {torch.__version__}, transformers {transformers.__version__}; "
+          f"share of {args.peak_tflops:g} TFLOP/s", flush=True)
     print(f"{'dtype':<6}{'batch':>6}{'GFLOP':>8}{'plain cap/s':>12}{'peak':>8}{'fast cap/s':>12}{'peak':>8}"
           f"{'ratio':>8}{'warm-up':>9}", flush=True)
     flops: dict[int, float] = {}  # per caption, by batch size: the same work in every dtype
     for dtype in args.dtypes or (["fp16", "bf16"] if cuda else ["fp32"]):
-        captioner = loading.load(ModelConfig(name=folder, dtype=dtype, caption_style=args.caption_style), device=device)
+        model = ModelConfig(name=folder, dtype=dtype, caption_style=args.caption_style)
+        captioner = loading.load(model, device=device)
         for batch in args.batch_sizes:
             report["rows"].append(row_for(captioner, dtype, batch, flops, args, started))
             print_row(report["rows"][-1])
