@@ -3,16 +3,18 @@
     python benchmarks/gpu_generate.py                        # CUDA: batches 64 to 1024, fp16 and bf16
     python benchmarks/gpu_generate.py --device cpu --batch-sizes 2 4 --model demo    # a check on a CPU, < 1 min
     python benchmarks/gpu_generate.py --model paligemma2 --batch-sizes 16 64 256     # PaliGemma 2 3B at 224 px
+    python benchmarks/gpu_generate.py --model florence2-base --caption-style detailed    # Florence-2-base on CUDA
 
 Measures what one caption actor does with a batch already decoded (``generate.caption``: uint8 pixels to the device
 and normalised there, the encoder once per image, greedy generation, the text decoded, the scores), without Ray or
 image decoding, for the full-size ViT-GPT2 architecture (vit_gpt2.py: ViT-B/16 and GPT-2 small with random weights,
-which rarely end a caption, so every caption runs all --max-new-tokens: the worst case), or of PaliGemma 2 3B at
-224 px (paligemma2.py: SigLIP So400m/14 and Gemma 2 2B with random weights, 256 image tokens before the prompt;
---small keeps its kinds of layers at a few small ones, a CPU check), at each batch size and dtype, with
-``--fast-generation`` off (plain ``generate``) and on (a static KV cache, the decoder step replayed as CUDA graphs,
-batches padded to powers of two; on a CPU the static cache and padding alone; PaliGemma 2 has no static cache, so
-both columns are its plain path).
+which rarely end a caption, so every caption runs all --max-new-tokens: the worst case), at each batch size and
+dtype, with ``--fast-generation`` off (plain ``generate``) and on (a static KV cache, the decoder step replayed as
+CUDA graphs, batches padded to powers of two; on a CPU the static cache and padding alone). Other architectures,
+full-size with random weights: ``--model florence2-base`` (florence2.py: DaViT and BART-base, 768 x 768 images,
+577 image tokens; ``--caption-style`` picks its task) and ``--model paligemma2`` (paligemma2.py: SigLIP So400m/14
+and Gemma 2 2B at 224 px, 256 image tokens before the prompt; it has no static cache, so both columns are its plain
+path). ``--small`` keeps either's kinds of layers at a few small ones, a check on a CPU.
 
 Each cell: one warm-up call (on the fast path it compiles and captures the graphs: its seconds are shown), then the
 median of --repeats timed calls. FLOPs per caption are counted once per batch size by torch's FlopCounterMode on a
@@ -37,8 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from captioner.config import DEMO_MODEL, GenerationConfig, ModelConfig
 from captioner.models import generate, loading
-from paligemma2 import paligemma2  # benchmarks/: PaliGemma 2 3B's architecture
-from vit_gpt2 import vit_gpt2  # benchmarks/: the full-size architecture, shared with bench.py
+from florence2 import florence2_base  # benchmarks/: the full-size architectures, built once under --cache
+from paligemma2 import paligemma2
+from vit_gpt2 import vit_gpt2  # shared with bench.py
 
 PATHS = {"off": "plain", "on": "fast"}  # --fast-generation value -> column name
 
@@ -108,10 +111,12 @@ def print_row(row: dict) -> None:
 
 
 def model_folder(args: argparse.Namespace) -> str:
-    """The captioner to measure, built from configs into --cache the first time."""
+    """The checkpoint to measure: a full-size architecture built once under --cache, the demo model, or a folder."""
     cache = Path(args.cache)
     if args.model == "full":
         return str(vit_gpt2(cache / "vit-gpt2"))
+    if args.model == "florence2-base":
+        return str(florence2_base(cache / ("florence2-base-small" if args.small else "florence2-base"), args.small))
     if args.model == "paligemma2":
         return str(paligemma2(cache / ("paligemma2-small" if args.small else "paligemma2-3b-224"), small=args.small))
     return DEMO_MODEL if args.model == "demo" else args.model
@@ -119,10 +124,13 @@ def model_folder(args: argparse.Namespace) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="full", help="full (ViT-GPT2 architecture, random weights), paligemma2 "
-                        "(PaliGemma 2 3B at 224 px, random weights), demo, or a captioner folder "
-                        "(default: %(default)s)")
-    parser.add_argument("--small", action="store_true", help="paligemma2 with a few small layers: a CPU check")
+    parser.add_argument("--model", default="full", help="full (ViT-GPT2 architecture, random weights), florence2-base "
+                        "(Florence-2-base architecture), paligemma2 (PaliGemma 2 3B at 224 px), demo, or a captioner "
+                        "folder (default: %(default)s)")
+    parser.add_argument("--small", action="store_true", help="florence2-base or paligemma2 with a few small layers: "
+                        "a check on a CPU")
+    parser.add_argument("--caption-style", default=ModelConfig.caption_style,
+                        help="the task of a model that has several (Florence-2) (default: %(default)s)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cuda or cpu (default: %(default)s)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 64 128 256 512 1024 on CUDA, 2 4 on CPU")
@@ -138,26 +146,27 @@ def main(argv: list[str]) -> int:
                         help="where the full-size model is built once (default: %(default)s)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    if args.small and args.model != "paligemma2":
-        parser.error("--small shrinks --model paligemma2 only")
+    if args.small and args.model not in ("paligemma2", "florence2-base"):
+        parser.error("--small shrinks --model florence2-base or paligemma2 only")
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.batch_sizes = args.batch_sizes or ([64, 128, 256, 512, 1024] if cuda else [2, 4])
     folder = model_folder(args)
     started = time.perf_counter()
-    report = {"model": args.model + (" (small)" if args.small else ""),
+    report = {"model": args.model + (" (small)" if args.small else ""), "caption_style": args.caption_style,
               "device": torch.cuda.get_device_name(device) if cuda else "cpu",
               "torch": torch.__version__, "transformers": transformers.__version__,
               "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "peak_tflops": args.peak_tflops,
               "rows": []}
-    print(f"model {args.model} on {report['device']}, greedy, {args.max_new_tokens} new tokens, median of "
-          f"{args.repeats}, torch {torch.__version__}, transformers {transformers.__version__}; share of "
-          f"{args.peak_tflops:g} TFLOP/s", flush=True)
+    print(f"model {report['model']} ({args.caption_style}) on {report['device']}, greedy, {args.max_new_tokens} new "
+          f"tokens, median of {args.repeats}, torch {torch.__version__}, transformers {transformers.__version__}; "
+          f"share of {args.peak_tflops:g} TFLOP/s", flush=True)
     print(f"{'dtype':<6}{'batch':>6}{'GFLOP':>8}{'plain cap/s':>12}{'peak':>8}{'fast cap/s':>12}{'peak':>8}"
           f"{'ratio':>8}{'warm-up':>9}", flush=True)
     flops: dict[int, float] = {}  # per caption, by batch size: the same work in every dtype
     for dtype in args.dtypes or (["fp16", "bf16"] if cuda else ["fp32"]):
-        captioner = loading.load(ModelConfig(name=folder, dtype=dtype), device=device)
+        model = ModelConfig(name=folder, dtype=dtype, caption_style=args.caption_style)
+        captioner = loading.load(model, device=device)
         for batch in args.batch_sizes:
             report["rows"].append(row_for(captioner, dtype, batch, flops, args, started))
             print_row(report["rows"][-1])

@@ -4,11 +4,12 @@ from transformers import PretrainedConfig
 
 from .blip import Blip
 from .family import Family
+from .florence2 import Florence2
 from .git import Git
 from .paligemma import PaliGemma
 from .vision_encoder_decoder import VisionEncoderDecoder
 
-FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip(), PaliGemma())
+FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip(), Florence2(), PaliGemma())
 
 
 def family_of(config: PretrainedConfig) -> Family | None:
