@@ -73,7 +73,7 @@ def test_bad_input_is_one_line_not_a_traceback(tiny_model, tmp_path, caplog):
 @pytest.mark.slow
 def test_job_entry_point_runs_the_job(tiny_model, image_folder, tmp_path):
     """What `ray job submit -- python jobs/caption.py ...` runs: a new process that starts its own Ray."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {**os.environ, "RAY_ADDRESS": "local"}  # not the latest of the other tests' clusters
     result = subprocess.run(
         [sys.executable, str(ROOT / "jobs" / "caption.py"), str(image_folder), str(tmp_path / "out"),
          "--model", str(tiny_model), "--max-new-tokens", "4"],
@@ -109,7 +109,9 @@ def _readme_demo_command() -> list[str]:
 def test_the_readme_demo_prints_captions_and_nothing_that_reads_as_trouble(tmp_path):
     (tmp_path / "captioner").mkdir()
     (tmp_path / "captioner" / "samples").symlink_to(ROOT / "captioner" / "samples")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # A fresh laptop has no other Ray; here other tests' clusters run beside, and ray.init() would join the
+    # latest of them, so the demo gets a Ray of its own as it would there.
+    env = {**os.environ, "RAY_ADDRESS": "local"}
     result = subprocess.run(_readme_demo_command(), cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     trouble = [line for line in (result.stdout + result.stderr).splitlines() if TROUBLE.search(line)]

@@ -28,7 +28,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``run`` and ``submit``."""
     run = commands.add_parser("run", help="caption every image under INPUT into Parquet under OUTPUT",
                               description="Caption every image under INPUT into Parquet under OUTPUT. Connects to "
-                              "the Ray cluster in RAY_ADDRESS if set, otherwise starts a local one. Rerunning "
+                              "the Ray cluster in RAY_ADDRESS if set (\"local\": always a new local one), otherwise the "
+                              "latest one `ray start` began on this machine, otherwise starts a local one. Rerunning "
                               "the same command captions only what the output does not hold yet.")
     add_run_arguments(run)
     run.add_argument("--dry-run", action="store_true", help="list the input and plan against OUTPUT, then say what "

@@ -20,7 +20,7 @@ def connect() -> None:
     """Join the cluster in RAY_ADDRESS if set, else start a local one, without Ray's notices that say nothing to
     act on (-v keeps them); Ray Data's own progress bars are off, the run shows its own."""
     if not ray.is_initialized():
-        local = not os.environ.get("RAY_ADDRESS")
+        local = os.environ.get("RAY_ADDRESS", "local") in ("", "local")
         if not log.isEnabledFor(logging.DEBUG):
             for name, level in {**QUIET_RAY_LOGGERS, **(QUIET_LOCAL_RAY_LOGGERS if local else {})}.items():
                 logging.getLogger(name).setLevel(level)

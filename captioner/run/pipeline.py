@@ -203,8 +203,7 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], res: ResourceConfi
         compute=ray.data.ActorPoolStrategy(min_size=res.concurrency, max_size=res.max_concurrency or res.concurrency),
         batch_size=res.batch_size,
         batch_format="numpy",
-        num_cpus=res.num_cpus,
-        num_gpus=res.num_gpus,
+        **resources.actor_args(res),
     )
     ds = ds.map_batches(
         writing.write,

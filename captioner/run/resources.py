@@ -38,6 +38,14 @@ def resolve(res: ResourceConfig, cluster_cpus: float, cluster_gpus: float) -> Re
     )
 
 
+def actor_args(res: ResourceConfig) -> dict[str, float]:
+    """Ray's resource arguments for a caption actor. A GPU actor's one CPU is Ray Data's own default: naming
+    it as well draws Ray's "experimental" warning on every GPU run, so only a CPU count the user chose is named."""
+    if res.num_gpus and res.num_cpus == 1.0:
+        return {"num_gpus": res.num_gpus}
+    return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
+
+
 def block_rows(res: ResourceConfig, images: int, cluster_cpus: float) -> int:
     """URIs per input block: enough blocks to keep every CPU decoding, few enough that millions of URIs stay
     cheap to schedule, and a whole number of caption batches each.

@@ -75,3 +75,11 @@ def test_cpu_actors_thread_over_every_core_and_gpu_actors_over_their_own():
     assert resources.resolve(ResourceConfig(), cluster_cpus=16, cluster_gpus=0).num_threads == 8  # 2 actors
     assert resources.resolve(ResourceConfig(num_threads=1), cluster_cpus=2, cluster_gpus=0).num_threads == 1
     assert resources.resolve(ResourceConfig(), cluster_cpus=16, cluster_gpus=2).num_threads == 1
+
+
+def test_a_gpu_actor_leaves_its_one_cpu_to_ray_and_names_a_chosen_count():
+    gpu = resources.resolve(ResourceConfig(), cluster_cpus=16, cluster_gpus=2)
+    assert resources.actor_args(gpu) == {"num_gpus": 1.0}
+    chosen = resources.resolve(ResourceConfig(num_cpus=4), cluster_cpus=16, cluster_gpus=2)
+    assert resources.actor_args(chosen) == {"num_cpus": 4, "num_gpus": 1.0}
+    assert resources.actor_args(resources.resolve(ResourceConfig(), 2, 0)) == {"num_cpus": 1.0, "num_gpus": 0.0}
