@@ -5,9 +5,10 @@ from transformers import PretrainedConfig
 from .blip import Blip
 from .family import Family
 from .git import Git
+from .smolvlm import Idefics3, SmolVLM
 from .vision_encoder_decoder import VisionEncoderDecoder
 
-FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip())
+FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip(), Idefics3(), SmolVLM())
 
 
 def family_of(config: PretrainedConfig) -> Family | None:
