@@ -28,13 +28,15 @@ _MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8": "JPEG", b"GIF8": "GIF", b"BM": "BMP", 
 @dataclass(frozen=True)
 class Resize:
     """How a model's image processor sizes its input: stretch to height x width, or scale the short side to
-    ``short_side`` (keeping the aspect ratio) and centre-crop height x width."""
+    ``short_side`` (keeping the aspect ratio) and centre-crop height x width. A stretch may follow a first resize
+    of the long side to ``long_side`` (keeping the aspect ratio), as SmolVLM's processor does to one tile."""
 
     height: int
     width: int
     crop: bool = False  # False: stretch to height x width; True: scale the short side, then centre-crop
     resample: int = Image.Resampling.BILINEAR
     short_side: int | None = None  # with crop: the short side before cropping (default: the larger of height, width)
+    long_side: int | None = None  # without crop: the long side of a first resize before the stretch (None: none)
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,9 @@ def _decode(data: bytes, sizes: Sequence[Resize], formats: Sequence[str], max_pi
                                  f"more than the limit of {max_pixels:,} (--max-image-pixels)")
         if img.getexif().get(_ORIENTATION_TAG) in _TRANSPOSED:
             orig_w, orig_h = orig_h, orig_w
-        # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying at least the largest size.
-        img.draft("RGB", (max(s.width for s in sizes), max(s.height for s in sizes)))
+        # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying at least the largest first resize.
+        firsts = [_long_side(*img.size, s.long_side) if s.long_side else (s.width, s.height) for s in sizes]
+        img.draft("RGB", (max(w for w, _ in firsts), max(h for _, h in firsts)))
         rgb = _to_rgb(ImageOps.exif_transpose(img))  # the first frame of an animation
         pixels = tuple(np.asarray(resize(rgb, size), dtype=np.uint8) for size in sizes)
     return Decoded(pixels=pixels, width=orig_w, height=orig_h)
@@ -116,6 +119,8 @@ def _decode(data: bytes, sizes: Sequence[Resize], formats: Sequence[str], max_pi
 def resize(img: Image.Image, size: Resize) -> Image.Image:
     """The image processors' own arithmetic: the long side truncated, the crop's offsets floored."""
     if not size.crop:
+        if size.long_side:
+            img = img.resize(_long_side(img.width, img.height, size.long_side), size.resample)
         return img.resize((size.width, size.height), size.resample)
     short = size.short_side or max(size.width, size.height)
     if img.width <= img.height:
@@ -125,6 +130,15 @@ def resize(img: Image.Image, size: Resize) -> Image.Image:
     resized = img.resize(scaled, size.resample)
     left, top = (resized.width - size.width) // 2, (resized.height - size.height) // 2
     return resized.crop((left, top, left + size.width, top + size.height))
+
+
+def _long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(width, height) with the long side at ``long_side``: the other side truncated, then rounded up to even."""
+    if width >= height:
+        other = int(long_side / (width / height))
+        return long_side, max(other + other % 2, 1)
+    other = int(long_side * (width / height))
+    return max(other + other % 2, 1), long_side
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -7,9 +7,10 @@ from .family import Family
 from .florence2 import Florence2
 from .git import Git
 from .paligemma import PaliGemma
+from .smolvlm import Idefics3, SmolVLM
 from .vision_encoder_decoder import VisionEncoderDecoder
 
-FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip(), Florence2(), PaliGemma())
+FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip(), Florence2(), PaliGemma(), Idefics3(), SmolVLM())
 
 
 def family_of(config: PretrainedConfig) -> Family | None:

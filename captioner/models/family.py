@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
-from transformers import Cache, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoProcessor, Cache, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import ModelConfig
 from ..media.image import ImageSpec
@@ -54,6 +54,7 @@ class Family(ABC):
     styles: ClassVar[tuple[str, ...]] = ("short",)  # the caption styles it can write (--caption-style)
     takes_prompt: ClassVar[bool] = False  # whether --prompt instructs it (chat models)
     takes_image_size: ClassVar[bool] = False  # whether --image-size sets its input size (any-size vision towers)
+    processor_loader: ClassVar[type] = AutoProcessor  # the class its whole processor loads into (chat prompts)
 
     @abstractmethod
     def prompts(self, checkpoint: Checkpoint, image: ImageSpec) -> dict[str, tuple[int, ...]]:

@@ -20,7 +20,6 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModelForSeq2SeqLM,
-    AutoProcessor,
     AutoTokenizer,
     CLIPModel,
     PreTrainedModel,
@@ -156,7 +155,7 @@ def describe(config: ModelConfig, options: dict | None = None) -> ModelInfo:
     checkpoint = Checkpoint(
         config=model_config, tokenizer=_pretrained(AutoTokenizer, config, options, "tokenizer"),
         image_processor=_pretrained(AutoImageProcessor, config, options, "image processor"), settings=config,
-        processor=lambda: _pretrained(AutoProcessor, config, options, "processor"))
+        processor=lambda: _pretrained(family.processor_loader, config, options, "processor"))
     try:
         image = family.image(checkpoint)
     except ValueError as exc:
