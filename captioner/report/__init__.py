@@ -4,7 +4,6 @@ as a few lines of script): it opens from disk in any browser, with no server.
 """
 
 import base64
-import html
 import io
 import logging
 
@@ -12,18 +11,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from . import query, schema
-from .config import DEFAULT_FORMATS, StorageConfig
-from .media.video import frame_at
-from .store import fs as storage
-from .store import state
-from .schema import ATTEMPT, CAPTION, CLIP_SCORE, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, SEGMENT, URI
+from .. import query, schema
+from ..config import DEFAULT_FORMATS, StorageConfig
+from ..media.video import frame_at
+from ..store import fs as storage
+from ..store import state
+from .page import BINS, FILTER_SCRIPT, PAGE, escape as _e, histograms
+from ..schema import ATTEMPT, CAPTION, CLIP_SCORE, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, SEGMENT, URI
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL = 192  # longest side of a thumbnail, in pixels
 THUMBNAIL_MAX_BYTES = 64 * 2**20  # larger images get no thumbnail rather than a worker full of bytes
-BINS = 20  # histogram bars per language
 SEGMENTS_SHOWN = 6  # the first segments of a sampled video get a card each
 SHOWN = (URI, SEGMENT, schema.START_S, schema.END_S, LANG, CAPTION, SCORE, CLIP_SCORE, PRODUCER)  # a sampled row
 
@@ -47,7 +46,7 @@ def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -
         _filter(sorted({row[LANG] for row in sample})),
         _gallery(sample, store),
         "<h2>Scores</h2><p>Mean token log-probability of each caption; higher is more confident.</p>",
-        _histograms(stats["histogram"]),
+        histograms(stats["histogram"]),
         "<h2>Errors</h2>",
         _errors(stats, failures),
         "<h2>Runs</h2>",
@@ -76,10 +75,6 @@ def _sample(out: str, shards: list[state.Shard], options: dict, n: int) -> list[
     shown = pc.field(URI).isin(pa.array(list(order), pa.string())) & first_segments
     found = query.scan(out, shards, list(SHOWN), shown, options=options).read_all().to_pylist()
     return sorted(found, key=lambda r: (order[r[URI]], -1 if r[SEGMENT] is None else r[SEGMENT], r[LANG]))
-
-
-def _e(value) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def _summary(stats: dict) -> str:
@@ -149,32 +144,6 @@ def _filter(langs: list[str]) -> str:
             "filters the whole output.</small></p></form>")
 
 
-def _histograms(histogram: dict) -> str:
-    """One bar chart per language: captions (y) per score bin (x), both axes labelled with their range."""
-    charts = []
-    left, width, height = 40, BINS * 12, 100
-    lo, hi = histogram["lo"], histogram["hi"]
-    for lang, counts in sorted(histogram["counts"].items()):
-        top = max(counts) or 1
-        bars = "".join(
-            f'<rect x="{left + i * 12}" y="{height - height * n / top:.1f}" width="10" '
-            f'height="{height * n / top:.1f}"><title>{n} captions</title></rect>'
-            for i, n in enumerate(counts)
-        )
-        axes = (f'<path class=axis d="M{left - 2} 0 V{height} H{left + width}"/>'
-                f'<text x="{left - 4}" y="10" text-anchor="end">{top}</text>'
-                f'<text x="{left - 4}" y="{height}" text-anchor="end">0</text>'
-                f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">'
-                f'captions</text><text x="{left}" y="{height + 14}">{lo:.2f}</text>'
-                f'<text x="{left + width}" y="{height + 14}" text-anchor="end">{hi:.2f}</text>'
-                f'<text x="{left + width / 2}" y="{height + 30}" text-anchor="middle">score</text>')
-        charts.append(f'<figure class=chart><svg viewBox="0 0 {left + width + 4} {height + 34}" '
-                      f'width="{left + width + 4}" height="{height + 34}" role="img" aria-label="scores '
-                      f'{_e(lang)}">{axes}{bars}</svg><figcaption>{_e(lang)}: {sum(counts)} captions, scores '
-                      f"{lo:.2f} to {hi:.2f}</figcaption></figure>")
-    return "".join(charts) or "<p>No scores yet.</p>"
-
-
 def _errors(stats: dict, rows: list[dict]) -> str:
     if not rows:
         return "<p>No errors.</p>"
@@ -193,49 +162,3 @@ def _runs(runs: list[dict]) -> str:
     )
     return ("<table><tr><th>run</th><th>status</th><th>images</th><th>failed</th><th>elapsed</th><th>images/s</th>"
             f"</tr>{rows}</table>")
-
-
-FILTER_SCRIPT = """<script>
-const form = document.getElementById("filter");
-function applyFilter() {
-  const lang = form.lang.value, text = form.text.value.trim().toLowerCase();
-  const minScore = parseFloat(form.minscore.value);
-  const cards = document.querySelectorAll(".card");
-  let shown = 0;
-  for (const card of cards) {
-    let any = false;
-    for (const li of card.querySelectorAll("li")) {
-      const ok = (!lang || li.dataset.lang === lang)
-        && (!text || li.querySelector(".caption").textContent.toLowerCase().includes(text))
-        && (isNaN(minScore) || parseFloat(li.dataset.score) >= minScore);
-      li.hidden = !ok;
-      any = any || ok;
-    }
-    card.hidden = !any;
-    shown += any ? 1 : 0;
-  }
-  document.getElementById("shown").textContent = `${shown} of ${cards.length} shown`;
-}
-form.addEventListener("input", applyFilter);
-applyFilter();
-</script>"""
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
-.gallery {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 1em; }}
-.card {{ margin: 0; border: 1px solid #ddd; border-radius: 6px; padding: .5em; }}
-.card img {{ display: block; max-width: 100%; margin: 0 auto; }}
-.card ul {{ list-style: none; padding: 0; margin: .3em 0 0; overflow-wrap: anywhere; }}
-.card code {{ font-size: 11px; word-break: break-all; color: #666; }}
-.missing {{ height: 120px; background: #eee; display: grid; place-items: center; color: #888; }}
-.chart {{ display: inline-block; margin: 0 2em 1em 0; }}
-.chart rect {{ fill: #4a7bd0; }} .chart text {{ font-size: 11px; fill: #444; }}
-.chart .axis {{ stroke: #444; fill: none; }} .filter label {{ margin-right: 1em; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ddd; padding: .2em .5em; text-align: left; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"""
