@@ -17,19 +17,23 @@ from ..media.video import frame_at
 from ..store import fs as storage
 from ..store import state
 from .page import BINS, FILTER_SCRIPT, PAGE, escape as _e, histograms
-from ..schema import ATTEMPT, CAPTION, CLIP_SCORE, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, SEGMENT, URI
+from ..schema import ATTEMPT, CAPTION, CLIP_SCORE, DETECTED_LANG, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, SEGMENT, URI
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL = 192  # longest side of a thumbnail, in pixels
 THUMBNAIL_MAX_BYTES = 64 * 2**20  # larger images get no thumbnail rather than a worker full of bytes
 SEGMENTS_SHOWN = 6  # the first segments of a sampled video get a card each
-SHOWN = (URI, SEGMENT, schema.START_S, schema.END_S, LANG, CAPTION, SCORE, CLIP_SCORE, PRODUCER)  # a sampled row
+WRONG_SHOWN = 50  # captions that read as another language, listed from the whole output
+SHOWN = (URI, SEGMENT, schema.START_S, schema.END_S, LANG, CAPTION, SCORE, CLIP_SCORE, PRODUCER, DETECTED_LANG,
+         schema.DETECTED_LANG_CONFIDENCE)  # a sampled row
 
 # The rows whose URIs hash lowest: DuckDB keeps {rows} rows, however many the output holds.
 LOWEST = f"SELECT {URI} FROM {schema.CAPTIONS_DIR} ORDER BY hash({URI}) LIMIT {{rows}}"
 ERRORS = (f"SELECT {URI}, {ERROR_TYPE}, {ERROR}, {ATTEMPT} FROM {schema.ERRORS_DIR} "
           f"ORDER BY {ERROR_TYPE}, {URI} LIMIT {{n}}")
+WRONG = (f"SELECT {URI}, {LANG}, {DETECTED_LANG}, {schema.DETECTED_LANG_CONFIDENCE}, {CAPTION} FROM "
+         f"{schema.CAPTIONS_DIR} WHERE {DETECTED_LANG} <> {LANG} ORDER BY {LANG}, {URI} LIMIT {WRONG_SHOWN}")
 
 
 def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -> str:
@@ -39,12 +43,15 @@ def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -
     stats = query.stats(out, options, shards, bins=BINS)
     sample = _sample(out, shards, options, int(images))
     failures = query.sql(out, ERRORS.format(n=int(errors)), options, shards).read_all().to_pylist()
+    wrong = query.sql(out, WRONG, options, shards).read_all().to_pylist()
     body = [
         f"<h1>captioner report: {_e(out)}</h1>",
         _summary(stats),
         "<h2>Captions</h2>",
         _filter(sorted({row[LANG] for row in sample})),
         _gallery(sample, store),
+        "<h2>Another language?</h2>",
+        _wrong(stats["language_check"], wrong),
         "<h2>Scores</h2><p>Mean token log-probability of each caption; higher is more confident.</p>",
         histograms(stats["histogram"]),
         "<h2>Errors</h2>",
@@ -117,9 +124,10 @@ def _gallery(rows: list[dict], store: StorageConfig) -> str:
             uri = f"{uri} [{_clock(start)}-{_clock(end)}]"
         picture = f'<img src="{src}" alt="{_e(uri)}">' if src else '<div class=missing>image unavailable</div>'
         lines = "".join(
-            f'<li data-lang="{_e(c[LANG])}" data-score="{c[SCORE]:.6f}"><b>{_e(c[LANG])}</b> '
-            f"<span class=caption>{_e(c[CAPTION])}</span> "
-            f"<small>score {c[SCORE]:.2f}"
+            f'<li data-lang="{_e(c[LANG])}" data-score="{c[SCORE]:.6f}" data-wrong="{int(_reads_wrong(c))}">'
+            f"<b>{_e(c[LANG])}</b> <span class=caption>{_e(c[CAPTION])}</span> "
+            + (f"<mark>reads as {_e(c[DETECTED_LANG])}</mark> " if _reads_wrong(c) else "")
+            + f"<small>score {c[SCORE]:.2f}"
             + (f", CLIP {c[CLIP_SCORE]:.2f}" if c[CLIP_SCORE] is not None else "")
             + (f", via {_e(c[PRODUCER])}" if c[PRODUCER] != schema.NATIVE else "")
             + "</small></li>"
@@ -128,6 +136,21 @@ def _gallery(rows: list[dict], store: StorageConfig) -> str:
         cards.append(f'<figure class=card>{picture}<figcaption><code>{_e(uri)}</code><ul>{lines}</ul>'
                      f'</figcaption></figure>')
     return f"<div class=gallery>{''.join(cards)}</div>" if cards else "<p>No captions yet.</p>"
+
+
+def _reads_wrong(row: dict) -> bool:
+    return row[DETECTED_LANG] is not None and row[DETECTED_LANG] != row[LANG]
+
+
+def _wrong(check: dict[str, dict[str, int]], rows: list[dict]) -> str:
+    """Per language, the rows that read as another language, then (up to WRONG_SHOWN of) them."""
+    counts = "".join(f"<li>{_e(lang)}: {r['wrong_language']} of {r['captions']} rows look like another language"
+                     + (f" ({r['not_identified']} not identified)" if r["not_identified"] else "") + "</li>"
+                     for lang, r in sorted(check.items()))
+    table = "".join(f"<tr><td><code>{_e(r[URI])}</code></td><td>{_e(r[LANG])}</td><td>{_e(r[DETECTED_LANG])} "
+                    f"({r[schema.DETECTED_LANG_CONFIDENCE]:.2f})</td><td>{_e(r[CAPTION])}</td></tr>" for r in rows)
+    return (f"<ul class=check>{counts}</ul>" + (f"<table class=wrong><tr><th>uri</th><th>lang</th><th>reads as"
+            f"</th><th>caption</th></tr>{table}</table>" if rows else "<p>No caption reads as another language.</p>"))
 
 
 def _clock(seconds: float) -> str:
@@ -140,6 +163,7 @@ def _filter(langs: list[str]) -> str:
     return ('<form id=filter class=filter onsubmit="return false"><label>Language <select name=lang>'
             f'<option value="">all</option>{options}</select></label> <label>Caption contains <input name=text '
             'type=search></label> <label>Score at least <input name=minscore type=number step=0.1></label> '
+            '<label><input name=wrong type=checkbox> Only captions that read as another language</label> '
             '<output id=shown></output><p><small>Filters the images sampled here; <code>captioner query</code> '
             "filters the whole output.</small></p></form>")
 

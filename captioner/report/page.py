@@ -48,7 +48,8 @@ function applyFilter() {
     for (const li of card.querySelectorAll("li")) {
       const ok = (!lang || li.dataset.lang === lang)
         && (!text || li.querySelector(".caption").textContent.toLowerCase().includes(text))
-        && (isNaN(minScore) || parseFloat(li.dataset.score) >= minScore);
+        && (isNaN(minScore) || parseFloat(li.dataset.score) >= minScore)
+        && (!form.wrong.checked || li.dataset.wrong === "1");
       li.hidden = !ok;
       any = any || ok;
     }
