@@ -13,7 +13,7 @@ Output layout under OUTPUT:
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: video segments
+SCHEMA_VERSION = 3  # 2: video segments; 3: detected_lang (older parts read it as null)
 
 # Identity of an input object: a caption is only ever attached to this exact triple.
 URI = "uri"
@@ -49,6 +49,8 @@ COUNTED = "counted"  # between stages: true on the one row that counts its file 
 OFFSET = "offset"  # tar members: where the member's bytes start in its shard; null for plain files
 STORED = "stored"  # planning: a partly captioned video's stored captions, JSON {segment: {lang: caption}}
 NATIVE = "native"  # the producer of captions written by the captioner's own language token
+DETECTED_LANG = "detected_lang"
+DETECTED_LANG_CONFIDENCE = "detected_lang_confidence"
 
 IDENTITY = (URI, SIZE, ETAG)
 
@@ -89,6 +91,10 @@ CAPTION_FILE = pa.schema(
         pa.field(PRODUCER, pa.string(), nullable=False),  # "native", or the translation model's id
         pa.field(SOURCE_LANG, pa.string()),  # translations: the language of the caption row they translate
         pa.field(CLIP_SCORE, pa.float32()),  # 2.5 * max(cos(image, text), 0) under --clip-model, else null
+        # The language the caption reads as (ISO 639-1, by captioner.langid); null for an empty caption, one too
+        # short to tell, and rows written before identification. Its confidence in [0, 1]; null for no letters.
+        pa.field(DETECTED_LANG, pa.string()),
+        pa.field(DETECTED_LANG_CONFIDENCE, pa.float32()),
         pa.field(NUM_CANDIDATES, pa.int32(), nullable=False),  # captions generated to choose this one from
         pa.field(WIDTH, pa.int32(), nullable=False),  # original image (or video frame) size, after EXIF orientation
         pa.field(HEIGHT, pa.int32(), nullable=False),
@@ -118,10 +124,12 @@ ERROR_FILE = pa.schema(
 )
 
 # What a caption actor hands the writer: one row per image, its captions in a list, so a shard never
-# splits an image's languages. ``error_type`` set means the image failed and ``results`` is empty.
+# splits an image's languages. ``error_type`` set means the image failed and ``results`` is empty. The detected
+# language is left null by the actor and filled by the write stage, off the GPU's process.
 CAPTION_RESULT = pa.struct(
     [(name, CAPTION_FILE.field(name).type)
-     for name in (CAPTION, SCORE, PRODUCER, SOURCE_LANG, CLIP_SCORE, NUM_CANDIDATES, FINGERPRINT)]
+     for name in (CAPTION, SCORE, PRODUCER, SOURCE_LANG, CLIP_SCORE, DETECTED_LANG, DETECTED_LANG_CONFIDENCE,
+                  NUM_CANDIDATES, FINGERPRINT)]
     + [(LANG, pa.string())]
 )
 IMAGE_RESULT = pa.schema(

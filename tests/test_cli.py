@@ -141,6 +141,23 @@ def test_stats_prints_counts_and_json(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["captions_per_language"] == {"en": 1, "fr": 1}
 
 
+def test_stats_and_query_show_a_french_row_holding_english_in_an_output_also_written_before(tmp_path, capsys):
+    import json
+
+    from results import mixed_output
+
+    mixed_output(tmp_path)
+    assert cli.main(["stats", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "[fr] 1 of 3 rows look like another language (1 not identified)" in text
+    assert "[en] 0 of 3 rows look like another language" in text and "--wrong-language" in text
+    assert cli.main(["query", str(tmp_path), "--wrong-language", "--format", "json"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["uri"], row["lang"], row["detected_lang"]) == ("new/b.jpg", "fr", "en")
+    for fmt in ("csv", "parquet"):  # exports carry the columns, null for the old rows
+        assert cli.main(["query", str(tmp_path), "--format", fmt, "--out", str(tmp_path / f"all.{fmt}")]) == 0
+
+
 @pytest.mark.slow
 def test_train_command_runs_and_resumes(tmp_path, capsys):
     import json

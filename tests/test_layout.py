@@ -9,11 +9,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "captioner"
 FLOORS = {
     "config": set(),
     "schema": set(),
+    "langid": set(),
     "fingerprint": {"config"},
     "store": {"config", "schema"},
     "media": {"config"},
     "models": {"config", "schema", "media", "store"},
-    "run": {"config", "schema", "fingerprint", "store", "media", "models"},
+    "run": {"config", "schema", "langid", "fingerprint", "store", "media", "models"},
     "train": {"config", "store", "media", "models"},
     "query": {"config", "schema", "store"},
     "export": set(),
@@ -21,7 +22,7 @@ FLOORS = {
     "submit": {"config", "fingerprint", "store"},
     "cli": {"config", "schema", "fingerprint", "store", "run", "train", "query", "export", "report", "submit"},
 }
-NO_RAY = {"config", "schema", "fingerprint", "store", "media", "models", "query", "export", "report"}
+NO_RAY = {"config", "schema", "langid", "fingerprint", "store", "media", "models", "query", "export", "report"}
 
 
 def _modules() -> list[Path]:

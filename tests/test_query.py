@@ -7,13 +7,15 @@ import pytest
 from captioner import query
 from captioner.query import scores
 from captioner.store import state, writer
-from results import image_results
+from results import image_results, mixed_output
 
 # What stats and the report computed with DuckDB before scores.summary counted them in two streaming passes.
 DUCKDB_SCORES = """
     SELECT lang, count(*) AS captions, min(score) AS min, quantile_cont(score, 0.1) AS p10,
            quantile_cont(score, 0.5) AS median, quantile_cont(score, 0.9) AS p90, max(score) AS max,
-           avg(clip_score) AS mean_clip_score, count(*) FILTER (WHERE caption = '') AS empty
+           avg(clip_score) AS mean_clip_score, count(*) FILTER (WHERE caption = '') AS empty,
+           count(*) FILTER (WHERE detected_lang <> lang) AS wrong_language,
+           count(*) FILTER (WHERE detected_lang IS NULL) AS not_identified
     FROM rows GROUP BY lang ORDER BY lang
 """
 DUCKDB_HISTOGRAM = """
@@ -40,6 +42,22 @@ def test_stats_add_up_markers_and_runs(tmp_path):
     assert stats["errors_by_type"] == {"truncated": 1} and stats["fingerprints"] == ["en:f", "fr:f"]
 
 
+def test_a_french_row_holding_english_shows_in_stats_and_the_filter_beside_rows_written_before_identification(
+        tmp_path):
+    mixed_output(tmp_path)
+    stats = query.stats(str(tmp_path))
+    assert stats["language_check"] == {"en": {"captions": 3, "wrong_language": 0, "not_identified": 1},
+                                       "fr": {"captions": 3, "wrong_language": 1, "not_identified": 1}}
+    found = query.select(str(tmp_path), query.Filter(wrong_language=True)).read_all().to_pylist()
+    assert [(r["uri"], r["lang"], r["detected_lang"]) for r in found] == [("new/b.jpg", "fr", "en")]
+    every = query.select(str(tmp_path), query.Filter()).read_all()
+    assert every.num_rows == 6 and every["detected_lang"].null_count == 2  # the old shard's rows
+    sql = "SELECT uri, lang FROM captions WHERE detected_lang <> lang"
+    assert query.sql(str(tmp_path), sql).read_all().to_pylist() == [{"uri": "new/b.jpg", "lang": "fr"}]
+    with pytest.raises(query.QueryError, match="--wrong-language"):
+        query.Filter(wrong_language=True).expression(ledger=True)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_score_figures_equal_duckdbs_exact_quantiles_and_histogram(seed):
     """Ties, interpolation between ranks, scores of any sign and size, null CLIP scores, empty captions."""
@@ -49,7 +67,8 @@ def test_score_figures_equal_duckdbs_exact_quantiles_and_histogram(seed):
                -np.abs(rng.standard_cauchy(n)) * 1e-3][seed]
     rows = pa.table({"lang": rng.choice(["de", "en", "fr"], n), "score": scores_.astype(np.float32),
                      "clip_score": pa.array(rng.random(n).astype(np.float32), mask=rng.random(n) < 0.3),
-                     "caption": rng.choice(["", "a red circle", "ein Kreis"], n)})
+                     "caption": rng.choice(["", "a red circle", "ein Kreis"], n),
+                     "detected_lang": rng.choice(np.array(["de", "en", None], dtype=object), n)})
     per_lang, histogram = scores.summary(lambda columns: pads.dataset(rows).scanner(columns=columns).to_reader(), 7)
     want = {row.pop("lang"): row for row in duckdb.sql(DUCKDB_SCORES).to_arrow_table().to_pylist()}
     assert per_lang.keys() == want.keys()

@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 
 from captioner import query, report
+from captioner.run import writing
 from captioner.store import state, writer
 from captioner.config import StorageConfig
 from conftest import jpeg_bytes
-from results import image_results
+from results import image_results, mixed_output
 
+ENGLISH = "two children playing football in a park"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
@@ -26,7 +28,9 @@ def output_with_images(tmp_path):
     batch = image_results(uris + [str(photos / "bad.jpg")], failed={str(photos / "bad.jpg"): "truncated"})
     rows = batch.to_pylist()
     rows[0]["results"][0]["caption"] = "<script>alert(1)</script> a red circle"
-    writer.write_shard(type(batch).from_pylist(rows, schema=batch.schema), str(tmp_path / "out"))
+    rows[2]["results"][1]["caption"] = ENGLISH  # in a fr row
+    batch = writing.identified(type(batch).from_pylist(rows, schema=batch.schema), ("en", "fr"))
+    writer.write_shard(batch, str(tmp_path / "out"))
     return tmp_path / "out"
 
 
@@ -75,7 +79,7 @@ def test_report_shows_images_and_captions_in_chromium(output_with_images, tmp_pa
 
         page.select_option("select[name=lang]", "fr")
         shown = [captions.nth(i) for i in range(captions.count()) if captions.nth(i).is_visible()]
-        assert len(shown) == 4 and all(c.inner_text().startswith("fr ") for c in shown)
+        assert len(shown) == 4 and all(c.inner_text().startswith("fr ") or c.inner_text() == ENGLISH for c in shown)
         assert page.inner_text("#shown") == "4 of 4 shown"
         page.fill("input[name=text]", "P1.JPG")  # any case
         visible = [c.inner_text() for c in captions.all() if c.is_visible()]
@@ -86,6 +90,11 @@ def test_report_shows_images_and_captions_in_chromium(output_with_images, tmp_pa
         page.fill("input[name=minscore]", "100")
         assert not any(c.is_visible() for c in captions.all()) and page.inner_text("#shown") == "0 of 4 shown"
         page.fill("input[name=minscore]", "")
+        page.check("input[name=wrong]")
+        visible = [li for li in page.locator(".card li").all() if li.is_visible()]
+        assert ENGLISH in [li.locator(".caption").inner_text() for li in visible]
+        assert all("reads as en" in li.inner_text() for li in visible) and page.inner_text("#shown") == "1 of 4 shown"
+        page.uncheck("input[name=wrong]")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         browser.close()
@@ -103,7 +112,8 @@ def test_a_video_shows_each_segment_as_a_frame_with_its_times(tmp_path):
 
 # The sample as one DuckDB query defined it before the report found it in a pass that keeps n URIs.
 DUCKDB_SAMPLE = """
-    SELECT uri, segment, start_s, end_s, lang, caption, score, clip_score, producer FROM captions
+    SELECT uri, segment, start_s, end_s, lang, caption, score, clip_score, producer, detected_lang,
+           detected_lang_confidence FROM captions
     WHERE uri IN (SELECT DISTINCT uri FROM captions ORDER BY hash(uri) LIMIT {n}) AND coalesce(segment, 0) < 6
     ORDER BY hash(uri), segment, lang
 """
@@ -118,3 +128,11 @@ def test_the_sample_is_the_images_whose_uris_hash_lowest(tmp_path, n):
     want = query.sql(out, DUCKDB_SAMPLE.format(n=n), shards=shards).read_all().to_pylist()
     assert report._sample(out, shards, {}, n) == want
     assert len({row["uri"] for row in want}) == min(n, 21)
+
+
+def test_the_report_lists_captions_that_read_as_another_language_and_filters_on_them(tmp_path):
+    mixed_output(tmp_path)
+    page = report.render(str(tmp_path), StorageConfig())
+    assert "fr: 1 of 3 rows look like another language (1 not identified)" in page
+    assert "<td>en (" in page and page.count("<mark>reads as en</mark>") == 1
+    assert page.count('data-wrong="1"') == 1 and "name=wrong type=checkbox" in page

@@ -24,6 +24,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     q.add_argument("--run", help="only rows written by this run id")
     q.add_argument("--media", choices=("image", "video"), help="only still images, or only video segments")
     q.add_argument("--at", type=float, metavar="SECONDS", help="only video segments that span this second")
+    q.add_argument("--wrong-language", action="store_true",
+                   help="only captions that read as another language than their lang (detected_lang)")
     q.add_argument("--errors", action="store_true", help="query the error ledger instead of the captions")
     q.add_argument("--columns", type=csv, help="comma-separated columns to show (default: all)")
     q.add_argument("--limit", type=int, help="at most this many rows")
@@ -64,7 +66,7 @@ def _query(args: argparse.Namespace) -> int:
         reader = query.sql(args.output, args.sql, options)
     else:
         where = query.Filter(lang=args.lang, min_score=args.min_score, contains=args.contains, uri_glob=args.uri,
-                             run_id=args.run, media=args.media, at_s=args.at)
+                             run_id=args.run, media=args.media, at_s=args.at, wrong_language=args.wrong_language)
         columns = list(args.columns) if args.columns else None
         reader = query.select(args.output, where, columns, ledger=args.errors, limit=args.limit, options=options)
     with open(args.out, "wb") if args.out else contextlib.nullcontext(sys.stdout.buffer) as sink:
@@ -97,6 +99,13 @@ def _stats(args: argparse.Namespace) -> int:
         empty = f" ({row['empty']} empty)" if row["empty"] else ""
         print(f"  [{lang}] {row['captions']} captions{empty}; score p10 {row['p10']:.2f}, median {row['median']:.2f}, "
               f"p90 {row['p90']:.2f}{clip}")
+    for lang, row in sorted(figures["language_check"].items()):
+        unknown = f" ({row['not_identified']} not identified)" if row["not_identified"] else ""
+        print(f"  [{lang}] {row['wrong_language']} of {row['captions']} rows look like another language{unknown}")
+    if any(row["wrong_language"] for row in figures["language_check"].values()):
+        print(f"  captioner query {args.output} --wrong-language   # lists them")
+    if any(row["not_identified"] for row in figures["language_check"].values()):
+        print("  not identified: empty, too short to tell, or written before captioner identified languages")
     for kind, n in sorted(figures["errors_by_type"].items(), key=lambda kv: -kv[1]):
         print(f"  error {kind}: {n}")
     print("runs:")

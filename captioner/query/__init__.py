@@ -34,12 +34,13 @@ class Filter:
     run_id: str | None = None  # written by this run
     media: str | None = None  # "image" (still images) or "video" (video segments)
     at_s: float | None = None  # video segments that span this second
-
+    wrong_language: bool = False  # captions whose detected language is not their ``lang``
 
     def expression(self, ledger: bool) -> pc.Expression | None:
-        if ledger and (self.lang or self.min_score is not None or self.contains or self.media or self.at_s is not None):
-            raise QueryError("--lang, --min-score, --contains, --media and --at filter captions; with --errors use "
-                             "--uri or --run")
+        if ledger and (self.lang or self.min_score is not None or self.contains or self.media or self.at_s is not None
+                       or self.wrong_language):
+            raise QueryError("--lang, --min-score, --contains, --media, --at and --wrong-language filter captions; "
+                             "with --errors use --uri or --run")
         if self.media not in (None, "image", "video"):
             raise QueryError(f"--media is image or video, got {self.media!r}")
         parts = []
@@ -58,6 +59,9 @@ class Filter:
             parts.append(video if self.media == "video" else ~video)
         if self.at_s is not None:
             parts.append((pc.field(schema.START_S) <= self.at_s) & (pc.field(schema.END_S) > self.at_s))
+        if self.wrong_language:  # rows written before identification, or too short to tell, hold null: never match
+            detected = pc.field(schema.DETECTED_LANG)
+            parts.append(detected.is_valid() & (detected != pc.field(schema.LANG)))
         expression = None
         for part in parts:
             expression = part if expression is None else expression & part
@@ -189,6 +193,8 @@ def stats(out: str, options: dict | None = None, shards: list[state.Shard] | Non
         "caption_rows": caption_rows,
         "captions_per_language": {lang: row["captions"] for lang, row in per_lang.items()},
         "scores_per_language": per_lang,
+        "language_check": {lang: {key: row[key] for key in ("captions", "wrong_language", "not_identified")}
+                           for lang, row in per_lang.items()},
         "errors_by_type": errors_by_type,
         "fingerprints": sorted({f"{lang}:{fp}" for s in shards for lang, fp in s.fingerprints.items()}),
         "runs": state.run_records(out, options),

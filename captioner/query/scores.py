@@ -71,7 +71,8 @@ def _interpolate(low: np.float32, high: np.float32, fraction: float) -> np.float
 
 
 def summary(scan: Scan, bins: int = 0) -> tuple[dict[str, dict], dict]:
-    """({language: captions, min, p10, median, p90, max, mean_clip_score, empty}, by language), and with ``bins``
+    """({language: captions, min, p10, median, p90, max, mean_clip_score, empty, wrong_language, not_identified},
+    by language), and with ``bins``
     the histogram {lo, hi, counts: {language: captions per bin}} over the score range of all languages (else {}).
 
     ``scan(columns)`` reads these columns of every caption row; it is called twice."""
@@ -88,17 +89,20 @@ def _first_pass(scan: Scan) -> dict[str, dict]:
     """Per language: the counts, the lowest and highest keys, the CLIP sum, and keys counted by their high bits;
     then where each wanted rank falls: its bucket, and its rank inside the bucket."""
     found: dict[str, dict] = {}
-    for lang, batch in _by_language(scan, [schema.SCORE, schema.CLIP_SCORE, schema.CAPTION]):
+    for lang, batch in _by_language(scan, [schema.SCORE, schema.CLIP_SCORE, schema.CAPTION, schema.DETECTED_LANG]):
         keys = _keys(batch[schema.SCORE])
         clip = batch[schema.CLIP_SCORE].drop_null()
         figures = found.setdefault(lang, {"n": 0, "first": 2**32, "last": -1, "clip": 0.0, "clips": 0, "empty": 0,
-                                          "high": np.zeros(RADIX, np.int64)})
+                                          "wrong": 0, "unknown": 0, "high": np.zeros(RADIX, np.int64)})
         figures["n"] += len(keys)
         figures["first"] = min(figures["first"], int(keys.min()))
         figures["last"] = max(figures["last"], int(keys.max()))
         figures["clip"] += float(np.sum(clip.to_numpy(zero_copy_only=False), dtype=np.float64))
         figures["clips"] += len(clip)
         figures["empty"] += int(pc.sum(pc.equal(batch[schema.CAPTION], "")).as_py() or 0)
+        detected = batch[schema.DETECTED_LANG]  # null: empty, too short to tell, or written before identification
+        figures["unknown"] += detected.null_count
+        figures["wrong"] += int(pc.sum(pc.not_equal(detected, lang)).as_py() or 0)
         figures["high"] += np.bincount(keys >> 16, minlength=RADIX)
     for figures in found.values():
         ranks = {r for _, q in QUANTILES for r in _ranks(figures["n"], q)[1:]}
@@ -138,4 +142,4 @@ def _figures(figures: dict) -> dict:
     return {"captions": figures["n"], "min": float(_score(figures["first"])), **quantiles,
             "max": float(_score(figures["last"])),
             "mean_clip_score": figures["clip"] / figures["clips"] if figures["clips"] else None,
-            "empty": figures["empty"]}
+            "empty": figures["empty"], "wrong_language": figures["wrong"], "not_identified": figures["unknown"]}

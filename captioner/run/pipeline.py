@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import ray
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from .. import schema
+from .. import langid, schema
 from ..config import ConfigError, ResourceConfig, RunConfig
 from ..fingerprint import fingerprint, fingerprints
 from ..media.image import ImageSpec
@@ -136,6 +136,9 @@ def _model_inputs(config: RunConfig) -> dict[str, ImageSpec]:
 def _check_languages(config: RunConfig, native: Iterable[str]) -> None:
     """Refuse before any work a language nobody writes: a language with a translation model is translated,
     any other the captioner must write natively; translations start from a language written natively."""
+    if unknown := langid.unknown(config.languages):
+        log.warning("the language identifier does not know %s: detected_lang will name another language for "
+                    "those rows", ", ".join(unknown))
     native = set(native)
     translators = dict(config.translate)
     producer = {lang: translators.get(lang) for lang in config.languages}
@@ -207,7 +210,7 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], res: ResourceConfi
     )
     ds = ds.map_batches(
         writing.write,
-        fn_kwargs={"output": config.output, "store": config.storage},
+        fn_kwargs={"output": config.output, "store": config.storage, "languages": config.languages},
         batch_size=res.rows_per_file,
         batch_format="pyarrow",
         num_cpus=0.25,
@@ -218,9 +221,7 @@ def _execute(config: RunConfig, images: dict[str, ImageSpec], res: ResourceConfi
             for counts in rows:
                 if not summary.images:
                     summary.startup_s = time.monotonic() - started
-                for key in ("images", "captioned", "failed", "segments", "failed_segments", "captions",
-                            "empty_captions"):
-                    setattr(summary, key, getattr(summary, key) + int(counts[key]))
+                summary.add(counts)
                 progress.update(summary.images)
                 _check_error_rate(config, summary)
                 if lease.lost:

@@ -1,6 +1,7 @@
 """What a run tells its user and leaves behind: the summary, progress lines, and the run record."""
 
 import contextlib
+import json
 import logging
 import shlex
 import sys
@@ -42,6 +43,17 @@ class RunSummary:
     status: str = "running"
     fingerprint: str = ""
     settings: dict = field(default_factory=dict)
+    # per language: caption rows, rows that read as another language, rows whose language could not be told
+    language_check: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, counts: dict) -> None:
+        """Add one written shard's counts (a row of the write stage)."""
+        for key in ("images", "captioned", "failed", "segments", "failed_segments", "captions", "empty_captions"):
+            setattr(self, key, getattr(self, key) + int(counts[key]))
+        for lang, figures in json.loads(counts["languages"]).items():
+            mine = self.language_check.setdefault(lang, dict.fromkeys(figures, 0))
+            for key, n in figures.items():
+                mine[key] += n
 
     @property
     def images_per_s(self) -> float:
@@ -142,7 +154,19 @@ def format_summary(summary: RunSummary) -> str:
         f"  elapsed         {summary.elapsed_s:.1f} s ({summary.images_per_s:.1f} images/s; "
         f"first shard committed after {summary.startup_s:.1f} s)",
         f"  output          {summary.output.rstrip('/')}/captions/  (Parquet, partitioned by lang)",
+        *language_check(summary.language_check, summary.output),
     ])
+
+
+def language_check(languages: dict[str, dict[str, int]], output: str) -> list[str]:
+    """One line per language: how many of its rows read as another language (``detected_lang``), and how many were
+    too short to tell; then how to list them."""
+    lines = [f"    {lang}: {row['wrong_language']} of {row['captions']} rows look like another language"
+             + (f" ({row['not_identified']} not identified: empty or too short to tell)" if row["not_identified"]
+                else "") for lang, row in sorted(languages.items())]
+    if any(row["wrong_language"] for row in languages.values()):
+        lines.append(f"    captioner query {shlex.quote(output.rstrip('/'))} --wrong-language   # shows them")
+    return ["  language check"] + lines if lines else []
 
 
 def format_captions(rows: list[dict], input_uri: str, every: bool) -> str:

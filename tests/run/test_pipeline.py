@@ -281,6 +281,50 @@ def test_demo_model_writes_each_language_natively(local_ray, tmp_path):
             assert not words & (english_shapes - own_shapes), (lang, row["caption"])  # "triangle" is French too
 
 
+def _swapped_demo_model(folder):
+    """The demo model with its <|en|> and <|fr|> tokens swapped: asked for French it writes English, as a chat model
+    asked for French may."""
+    import json
+    import shutil
+
+    from captioner.config import DEMO_MODEL
+
+    shutil.copytree(DEMO_MODEL, folder)
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["<|en|>"], vocab["<|fr|>"] = vocab["<|fr|>"], vocab["<|en|>"]
+    for token in tokenizer["added_tokens"]:
+        token["content"] = {"<|en|>": "<|fr|>", "<|fr|>": "<|en|>"}.get(token["content"], token["content"])
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    return folder
+
+
+def test_rows_that_read_as_another_language_are_counted_recorded_and_found(local_ray, tmp_path):
+    from captioner import query
+    from captioner.run.summary import format_summary
+    from captioner.store import state
+    from captioner.train import scenes
+
+    photos = tmp_path / "scenes"
+    photos.mkdir()
+    for i, scene in enumerate(scenes.scenes(6, seed=778, one_shape_fraction=0.0)):
+        scenes.render(scene, 128).save(photos / f"scene{i}.jpg")
+    out = str(tmp_path / "out")
+    summary = pipeline.run(RunConfig(input=InputConfig(str(photos)), output=out, languages=("en", "fr"),
+                                     model=ModelConfig(name=str(_swapped_demo_model(tmp_path / "model")))))
+    rows = _captions(out)
+    fr = {uri: row for (uri, lang), row in rows.items() if lang == "fr"}
+    assert {row["detected_lang"] for row in fr.values()} <= {"en", None}
+    wrong = {uri for uri, row in fr.items() if row["detected_lang"] == "en"}
+    assert len(wrong) >= 4  # captions of two shapes: long enough to tell
+    check = summary.language_check
+    assert check["fr"] == {"captions": 6, "wrong_language": len(wrong), "not_identified": 6 - len(wrong)}
+    assert f"fr: {len(wrong)} of 6 rows look like another language" in format_summary(summary)
+    assert state.run_records(out)[0]["language_check"] == check == query.stats(out)["language_check"]
+    found = query.select(out, query.Filter(lang=("fr",), wrong_language=True)).read_all()
+    assert set(found["uri"].to_pylist()) == wrong and set(found["detected_lang"].to_pylist()) == {"en"}
+
+
 def _peak_rss_by_kind(stop, peaks):
     """Sample the resident memory of Ray workers and decoding processes until ``stop`` is set."""
     import time

@@ -77,3 +77,18 @@ def test_the_dry_run_says_what_a_run_would_do_and_that_nothing_was_written():
     assert text.splitlines()[0] == "dry run: s3://b/out planned; nothing written, no image read"
     assert "failed for good   2   (--retry-errors tries them again)" in text
     assert "to caption        3   (per language: en 3, fr 1)" in text and "shards to write   1   (100 images" in text
+
+
+def test_the_summary_and_run_record_count_per_language_the_rows_that_read_as_another_language():
+    summary = RunSummary(run_id="r1", output="out")
+    shard = {"images": 2, "captioned": 2, "failed": 0, "segments": 0, "failed_segments": 0, "captions": 4,
+             "empty_captions": 0}
+    summary.add({**shard, "languages": '{"en": {"captions": 2, "wrong_language": 0, "not_identified": 1}, '
+                                       '"fr": {"captions": 2, "wrong_language": 1, "not_identified": 0}}'})
+    summary.add({**shard, "languages": '{"fr": {"captions": 38, "wrong_language": 2, "not_identified": 0}}'})
+    text = format_summary(summary)
+    assert "fr: 3 of 40 rows look like another language" in text
+    assert "en: 0 of 2 rows look like another language (1 not identified" in text
+    assert "captioner query out --wrong-language" in text
+    assert summary.images == 4 and summary.captions == 8
+    assert run_record(summary)["language_check"]["fr"] == {"captions": 40, "wrong_language": 3, "not_identified": 0}

@@ -4,7 +4,7 @@ import pyarrow as pa
 
 from captioner import schema
 from captioner.store import state, todo, writer
-from results import image_results
+from results import image_results, mixed_output
 
 CAPTIONS = pa.schema([*schema.MANIFEST][:3] + [
     pa.field(schema.LANG, pa.string()), pa.field(schema.SEGMENT, pa.int32()), pa.field(schema.SEGMENTS, pa.int32()),
@@ -126,3 +126,12 @@ def test_a_partly_done_video_carries_what_is_stored_of_it_and_a_replaced_one_not
     assert sorted(first["captions"]) == ["0", "1", "2"] and first["captions"]["1"] == {"en": "en v.mp4"}
     assert first["failed"] == [2]
     assert second is None  # nothing stored of a new video
+
+
+def test_an_output_mixing_parts_written_before_and_after_identification_plans_as_done(tmp_path):
+    mixed_output(tmp_path)
+    captions = state.captions(str(tmp_path), state.committed(str(tmp_path)))
+    stored = captions.to_table(columns=[schema.URI, schema.SIZE, schema.ETAG]).to_pylist()
+    listing = _listing([*{r["uri"]: r for r in stored}.values(), {"uri": "new/d.jpg", "size": 1, "etag": "e"}])
+    table = _plan(listing, captions, state.errors(str(tmp_path), []), ("en", "fr"))
+    assert table[schema.URI].to_pylist() == ["new/d.jpg"]

@@ -4,7 +4,6 @@ as a few lines of script): it opens from disk in any browser, with no server.
 """
 
 import base64
-import html
 import io
 import logging
 
@@ -12,25 +11,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from . import query, schema
-from .config import DEFAULT_FORMATS, StorageConfig
-from .media.video import frame_at
-from .store import fs as storage
-from .store import state
-from .schema import ATTEMPT, CAPTION, CLIP_SCORE, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, SEGMENT, URI
+from .. import query, schema
+from ..config import DEFAULT_FORMATS, StorageConfig
+from ..media.video import frame_at
+from ..store import fs as storage
+from ..store import state
+from .page import BINS, FILTER_SCRIPT, PAGE, escape as _e, histograms
+from ..schema import ATTEMPT, CAPTION, CLIP_SCORE, DETECTED_LANG, ERROR, ERROR_TYPE, LANG, PRODUCER, SCORE, SEGMENT, URI
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL = 192  # longest side of a thumbnail, in pixels
 THUMBNAIL_MAX_BYTES = 64 * 2**20  # larger images get no thumbnail rather than a worker full of bytes
-BINS = 20  # histogram bars per language
 SEGMENTS_SHOWN = 6  # the first segments of a sampled video get a card each
-SHOWN = (URI, SEGMENT, schema.START_S, schema.END_S, LANG, CAPTION, SCORE, CLIP_SCORE, PRODUCER)  # a sampled row
+WRONG_SHOWN = 50  # captions that read as another language, listed from the whole output
+SHOWN = (URI, SEGMENT, schema.START_S, schema.END_S, LANG, CAPTION, SCORE, CLIP_SCORE, PRODUCER, DETECTED_LANG,
+         schema.DETECTED_LANG_CONFIDENCE)  # a sampled row
 
 # The rows whose URIs hash lowest: DuckDB keeps {rows} rows, however many the output holds.
 LOWEST = f"SELECT {URI} FROM {schema.CAPTIONS_DIR} ORDER BY hash({URI}) LIMIT {{rows}}"
 ERRORS = (f"SELECT {URI}, {ERROR_TYPE}, {ERROR}, {ATTEMPT} FROM {schema.ERRORS_DIR} "
           f"ORDER BY {ERROR_TYPE}, {URI} LIMIT {{n}}")
+WRONG = (f"SELECT {URI}, {LANG}, {DETECTED_LANG}, {schema.DETECTED_LANG_CONFIDENCE}, {CAPTION} FROM "
+         f"{schema.CAPTIONS_DIR} WHERE {DETECTED_LANG} <> {LANG} ORDER BY {LANG}, {URI} LIMIT {WRONG_SHOWN}")
 
 
 def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -> str:
@@ -40,14 +43,17 @@ def render(out: str, store: StorageConfig, images: int = 24, errors: int = 50) -
     stats = query.stats(out, options, shards, bins=BINS)
     sample = _sample(out, shards, options, int(images))
     failures = query.sql(out, ERRORS.format(n=int(errors)), options, shards).read_all().to_pylist()
+    wrong = query.sql(out, WRONG, options, shards).read_all().to_pylist()
     body = [
         f"<h1>captioner report: {_e(out)}</h1>",
         _summary(stats),
         "<h2>Captions</h2>",
         _filter(sorted({row[LANG] for row in sample})),
         _gallery(sample, store),
+        "<h2>Another language?</h2>",
+        _wrong(stats["language_check"], wrong),
         "<h2>Scores</h2><p>Mean token log-probability of each caption; higher is more confident.</p>",
-        _histograms(stats["histogram"]),
+        histograms(stats["histogram"]),
         "<h2>Errors</h2>",
         _errors(stats, failures),
         "<h2>Runs</h2>",
@@ -76,10 +82,6 @@ def _sample(out: str, shards: list[state.Shard], options: dict, n: int) -> list[
     shown = pc.field(URI).isin(pa.array(list(order), pa.string())) & first_segments
     found = query.scan(out, shards, list(SHOWN), shown, options=options).read_all().to_pylist()
     return sorted(found, key=lambda r: (order[r[URI]], -1 if r[SEGMENT] is None else r[SEGMENT], r[LANG]))
-
-
-def _e(value) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def _summary(stats: dict) -> str:
@@ -122,9 +124,10 @@ def _gallery(rows: list[dict], store: StorageConfig) -> str:
             uri = f"{uri} [{_clock(start)}-{_clock(end)}]"
         picture = f'<img src="{src}" alt="{_e(uri)}">' if src else '<div class=missing>image unavailable</div>'
         lines = "".join(
-            f'<li data-lang="{_e(c[LANG])}" data-score="{c[SCORE]:.6f}"><b>{_e(c[LANG])}</b> '
-            f"<span class=caption>{_e(c[CAPTION])}</span> "
-            f"<small>score {c[SCORE]:.2f}"
+            f'<li data-lang="{_e(c[LANG])}" data-score="{c[SCORE]:.6f}" data-wrong="{int(_reads_wrong(c))}">'
+            f"<b>{_e(c[LANG])}</b> <span class=caption>{_e(c[CAPTION])}</span> "
+            + (f"<mark>reads as {_e(c[DETECTED_LANG])}</mark> " if _reads_wrong(c) else "")
+            + f"<small>score {c[SCORE]:.2f}"
             + (f", CLIP {c[CLIP_SCORE]:.2f}" if c[CLIP_SCORE] is not None else "")
             + (f", via {_e(c[PRODUCER])}" if c[PRODUCER] != schema.NATIVE else "")
             + "</small></li>"
@@ -133,6 +136,21 @@ def _gallery(rows: list[dict], store: StorageConfig) -> str:
         cards.append(f'<figure class=card>{picture}<figcaption><code>{_e(uri)}</code><ul>{lines}</ul>'
                      f'</figcaption></figure>')
     return f"<div class=gallery>{''.join(cards)}</div>" if cards else "<p>No captions yet.</p>"
+
+
+def _reads_wrong(row: dict) -> bool:
+    return row[DETECTED_LANG] is not None and row[DETECTED_LANG] != row[LANG]
+
+
+def _wrong(check: dict[str, dict[str, int]], rows: list[dict]) -> str:
+    """Per language, the rows that read as another language, then (up to WRONG_SHOWN of) them."""
+    counts = "".join(f"<li>{_e(lang)}: {r['wrong_language']} of {r['captions']} rows look like another language"
+                     + (f" ({r['not_identified']} not identified)" if r["not_identified"] else "") + "</li>"
+                     for lang, r in sorted(check.items()))
+    table = "".join(f"<tr><td><code>{_e(r[URI])}</code></td><td>{_e(r[LANG])}</td><td>{_e(r[DETECTED_LANG])} "
+                    f"({r[schema.DETECTED_LANG_CONFIDENCE]:.2f})</td><td>{_e(r[CAPTION])}</td></tr>" for r in rows)
+    return (f"<ul class=check>{counts}</ul>" + (f"<table class=wrong><tr><th>uri</th><th>lang</th><th>reads as"
+            f"</th><th>caption</th></tr>{table}</table>" if rows else "<p>No caption reads as another language.</p>"))
 
 
 def _clock(seconds: float) -> str:
@@ -145,34 +163,9 @@ def _filter(langs: list[str]) -> str:
     return ('<form id=filter class=filter onsubmit="return false"><label>Language <select name=lang>'
             f'<option value="">all</option>{options}</select></label> <label>Caption contains <input name=text '
             'type=search></label> <label>Score at least <input name=minscore type=number step=0.1></label> '
+            '<label><input name=wrong type=checkbox> Only captions that read as another language</label> '
             '<output id=shown></output><p><small>Filters the images sampled here; <code>captioner query</code> '
             "filters the whole output.</small></p></form>")
-
-
-def _histograms(histogram: dict) -> str:
-    """One bar chart per language: captions (y) per score bin (x), both axes labelled with their range."""
-    charts = []
-    left, width, height = 40, BINS * 12, 100
-    lo, hi = histogram["lo"], histogram["hi"]
-    for lang, counts in sorted(histogram["counts"].items()):
-        top = max(counts) or 1
-        bars = "".join(
-            f'<rect x="{left + i * 12}" y="{height - height * n / top:.1f}" width="10" '
-            f'height="{height * n / top:.1f}"><title>{n} captions</title></rect>'
-            for i, n in enumerate(counts)
-        )
-        axes = (f'<path class=axis d="M{left - 2} 0 V{height} H{left + width}"/>'
-                f'<text x="{left - 4}" y="10" text-anchor="end">{top}</text>'
-                f'<text x="{left - 4}" y="{height}" text-anchor="end">0</text>'
-                f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">'
-                f'captions</text><text x="{left}" y="{height + 14}">{lo:.2f}</text>'
-                f'<text x="{left + width}" y="{height + 14}" text-anchor="end">{hi:.2f}</text>'
-                f'<text x="{left + width / 2}" y="{height + 30}" text-anchor="middle">score</text>')
-        charts.append(f'<figure class=chart><svg viewBox="0 0 {left + width + 4} {height + 34}" '
-                      f'width="{left + width + 4}" height="{height + 34}" role="img" aria-label="scores '
-                      f'{_e(lang)}">{axes}{bars}</svg><figcaption>{_e(lang)}: {sum(counts)} captions, scores '
-                      f"{lo:.2f} to {hi:.2f}</figcaption></figure>")
-    return "".join(charts) or "<p>No scores yet.</p>"
 
 
 def _errors(stats: dict, rows: list[dict]) -> str:
@@ -193,49 +186,3 @@ def _runs(runs: list[dict]) -> str:
     )
     return ("<table><tr><th>run</th><th>status</th><th>images</th><th>failed</th><th>elapsed</th><th>images/s</th>"
             f"</tr>{rows}</table>")
-
-
-FILTER_SCRIPT = """<script>
-const form = document.getElementById("filter");
-function applyFilter() {
-  const lang = form.lang.value, text = form.text.value.trim().toLowerCase();
-  const minScore = parseFloat(form.minscore.value);
-  const cards = document.querySelectorAll(".card");
-  let shown = 0;
-  for (const card of cards) {
-    let any = false;
-    for (const li of card.querySelectorAll("li")) {
-      const ok = (!lang || li.dataset.lang === lang)
-        && (!text || li.querySelector(".caption").textContent.toLowerCase().includes(text))
-        && (isNaN(minScore) || parseFloat(li.dataset.score) >= minScore);
-      li.hidden = !ok;
-      any = any || ok;
-    }
-    card.hidden = !any;
-    shown += any ? 1 : 0;
-  }
-  document.getElementById("shown").textContent = `${shown} of ${cards.length} shown`;
-}
-form.addEventListener("input", applyFilter);
-applyFilter();
-</script>"""
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
-.gallery {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 1em; }}
-.card {{ margin: 0; border: 1px solid #ddd; border-radius: 6px; padding: .5em; }}
-.card img {{ display: block; max-width: 100%; margin: 0 auto; }}
-.card ul {{ list-style: none; padding: 0; margin: .3em 0 0; overflow-wrap: anywhere; }}
-.card code {{ font-size: 11px; word-break: break-all; color: #666; }}
-.missing {{ height: 120px; background: #eee; display: grid; place-items: center; color: #888; }}
-.chart {{ display: inline-block; margin: 0 2em 1em 0; }}
-.chart rect {{ fill: #4a7bd0; }} .chart text {{ font-size: 11px; fill: #444; }}
-.chart .axis {{ stroke: #444; fill: none; }} .filter label {{ margin-right: 1em; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ddd; padding: .2em .5em; text-align: left; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"""
