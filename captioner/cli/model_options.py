@@ -10,8 +10,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``model`` option group."""
     m = parser.add_argument_group("model")
     m.add_argument("--model", default=DEMO_MODEL, help="Hugging Face hub id, local folder or s3:// folder of a "
-                   "captioner: a vision encoder-decoder (ViT-GPT2, CLIP-vision + mBART-50...), GIT or BLIP "
-                   "checkpoint (default: the bundled demo model)")
+                   "captioner: a vision encoder-decoder (ViT-GPT2, CLIP-vision + mBART-50...), GIT, BLIP, "
+                   "Florence-2, PaliGemma (1 or 2), SmolVLM or Idefics3 checkpoint; its family is read from its "
+                   "config (default: the bundled demo model)")
     m.add_argument("--revision", help="hub branch, tag or commit of --model")
     m.add_argument("--model-cache", default=ModelConfig.cache_dir,
                    help="where each node keeps its copy of an object-store model (default: %(default)s)")
