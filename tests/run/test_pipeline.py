@@ -260,14 +260,21 @@ def test_errors_retried_only_when_asked_and_error_rate_enforced(local_ray, tiny_
         pipeline.run(_config(tiny_model, str(image_folder), str(tmp_path / "strict"), max_error_rate=0.1))
 
 
+def _scene_photos(folder, seed: int, one_shape_fraction: float):
+    """Six scenes of the demo model's grammar as JPEGs in ``folder``."""
+    from captioner.train import scenes
+
+    folder.mkdir()
+    for i, scene in enumerate(scenes.scenes(6, seed=seed, one_shape_fraction=one_shape_fraction)):
+        scenes.render(scene, 128).save(folder / f"scene{i}.jpg")
+    return folder
+
+
 def test_demo_model_writes_each_language_natively(local_ray, tmp_path):
     """The bundled model, no flags: French, German and Spanish rows come from its own language tokens."""
-    from captioner.train import grammar, scenes
+    from captioner.train import grammar
 
-    photos = tmp_path / "scenes"
-    photos.mkdir()
-    for i, scene in enumerate(scenes.scenes(6, seed=777, one_shape_fraction=1.0)):
-        scenes.render(scene, 128).save(photos / f"scene{i}.jpg")
+    photos = _scene_photos(tmp_path / "scenes", seed=777, one_shape_fraction=1.0)
     out = str(tmp_path / "out")
     summary = pipeline.run(RunConfig(input=InputConfig(str(photos)), output=out, languages=("en", "fr", "de", "es")))
     assert summary.captions == 24
@@ -303,12 +310,8 @@ def test_rows_that_read_as_another_language_are_counted_recorded_and_found(local
     from captioner import query
     from captioner.run.summary import format_summary
     from captioner.store import state
-    from captioner.train import scenes
 
-    photos = tmp_path / "scenes"
-    photos.mkdir()
-    for i, scene in enumerate(scenes.scenes(6, seed=778, one_shape_fraction=0.0)):
-        scenes.render(scene, 128).save(photos / f"scene{i}.jpg")
+    photos = _scene_photos(tmp_path / "scenes", seed=778, one_shape_fraction=0.0)
     out = str(tmp_path / "out")
     summary = pipeline.run(RunConfig(input=InputConfig(str(photos)), output=out, languages=("en", "fr"),
                                      model=ModelConfig(name=str(_swapped_demo_model(tmp_path / "model")))))
