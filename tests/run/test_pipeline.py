@@ -7,31 +7,12 @@ import pyarrow.dataset as pads
 import pytest
 
 from captioner.run import pipeline
-from captioner.config import GenerationConfig, InputConfig, ModelConfig, ResourceConfig, RunConfig, StorageConfig
+from captioner.config import GenerationConfig, ResourceConfig
 from captioner.fingerprint import fingerprints
 from conftest import BAD, GOOD, jpeg_bytes
+from pipeline_runs import read_captions, read_errors, run_config
 
 pytestmark = pytest.mark.slow
-
-
-def _config(tiny_model, input_uri, output, endpoint=None, **kwargs):
-    kwargs.setdefault("generation", GenerationConfig(max_new_tokens=6))
-    return RunConfig(
-        input=InputConfig(input_uri),
-        output=output,
-        model=ModelConfig(name=str(tiny_model)),
-        storage=StorageConfig(endpoint_url=endpoint),
-        **kwargs,
-    )
-
-
-def _captions(output, filesystem=None):
-    table = pads.dataset(output + "/captions", format="parquet", partitioning="hive", filesystem=filesystem).to_table()
-    return {(r["uri"], r["lang"]): r for r in table.to_pylist()}
-
-
-def _errors(output, filesystem=None):
-    return pads.dataset(output + "/errors", format="parquet", filesystem=filesystem).to_table().to_pylist()
 
 
 def _data_files(root):
@@ -41,26 +22,26 @@ def _data_files(root):
 
 def test_local_folder(local_ray, tiny_model, image_folder, tmp_path):
     out = str(tmp_path / "out")
-    summary = pipeline.run(_config(tiny_model, str(image_folder), out))
+    summary = pipeline.run(run_config(tiny_model, str(image_folder), out))
     assert (summary.listed, summary.captioned, summary.failed, summary.captions) == (GOOD + len(BAD), GOOD, len(BAD), GOOD)
-    captions = _captions(out)
+    captions = read_captions(out)
     assert len(captions) == GOOD
     for (uri, lang), row in captions.items():
         assert uri.startswith(str(image_folder)) and lang == "en"
         assert row["caption"] and math.isfinite(row["score"]) and row["width"] > 0
         assert row["model"] == str(tiny_model) and row["run_id"] == summary.run_id
-    errors = {e["uri"].rsplit("/", 1)[1]: e["error_type"] for e in _errors(out)}
+    errors = {e["uri"].rsplit("/", 1)[1]: e["error_type"] for e in read_errors(out)}
     assert errors == BAD
     assert (tmp_path / "out" / "runs" / summary.run_id / "run.json").exists()
 
     before = _data_files(tmp_path / "out")
-    again = pipeline.run(_config(tiny_model, str(image_folder), out))
+    again = pipeline.run(run_config(tiny_model, str(image_folder), out))
     assert (again.skipped, again.images) == (GOOD + len(BAD), 0)
     assert _data_files(tmp_path / "out") == before  # a finished job reruns without writing a row
 
     fresh = str(tmp_path / "fresh")
-    pipeline.run(_config(tiny_model, str(image_folder), fresh))
-    assert {k: r["caption"] for k, r in _captions(fresh).items()} == {k: r["caption"] for k, r in captions.items()}
+    pipeline.run(run_config(tiny_model, str(image_folder), fresh))
+    assert {k: r["caption"] for k, r in read_captions(fresh).items()} == {k: r["caption"] for k, r in captions.items()}
 
 
 def test_a_dry_run_counts_what_the_run_then_does_and_writes_nothing(local_ray, image_folder, tmp_path, monkeypatch):
@@ -69,7 +50,7 @@ def test_a_dry_run_counts_what_the_run_then_does_and_writes_nothing(local_ray, i
 
     out = tmp_path / "out"
     multilingual = build_tiny_model(tmp_path / "model", languages=("en", "fr", "de"))
-    config = _config(multilingual, str(image_folder), str(out), languages=("en", "fr"),
+    config = run_config(multilingual, str(image_folder), str(out), languages=("en", "fr"),
                      resources=ResourceConfig(rows_per_file=4))
     with monkeypatch.context() as m:
         m.setattr(reading, "_read", lambda *a: pytest.fail("a dry run read an image"))
@@ -90,54 +71,16 @@ def test_s3_in_and_out(local_ray, tiny_model, s3, s3_server):
         fs.pipe(f"{bucket}/photos/{'sub/' if i % 2 else ''}img{i}.jpg", jpeg_bytes(i))
     fs.pipe(f"{bucket}/photos/broken.jpg", b"not an image")
     out = f"s3://{bucket}/captions-out"
-    summary = pipeline.run(_config(tiny_model, f"s3://{bucket}/photos/", out, endpoint=s3_server,
+    summary = pipeline.run(run_config(tiny_model, f"s3://{bucket}/photos/", out, endpoint=s3_server,
                                    languages=("en",)))
     assert (summary.captioned, summary.failed) == (5, 1)
-    captions = _captions(f"{bucket}/captions-out", fs)
+    captions = read_captions(f"{bucket}/captions-out", fs)
     assert sorted(uri for uri, _ in captions) == sorted(
         f"s3://{bucket}/photos/{'sub/' if i % 2 else ''}img{i}.jpg" for i in range(5)
     )
     assert all(row["etag"] and row["size"] > 0 for row in captions.values())
-    assert [e["error_type"] for e in _errors(f"{bucket}/captions-out", fs)] == ["not_an_image"]
+    assert [e["error_type"] for e in read_errors(f"{bucket}/captions-out", fs)] == ["not_an_image"]
     assert fs.exists(f"{bucket}/captions-out/runs/{summary.run_id}/manifest/part-00000.parquet")
-
-
-def test_language_the_model_cannot_write_is_refused_before_work(local_ray, tiny_model, image_folder, tmp_path):
-    from captioner.config import ConfigError
-
-    with pytest.raises(ConfigError, match="cannot write fr"):
-        pipeline.run(_config(tiny_model, str(image_folder), str(tmp_path / "o"), languages=("en", "fr")))
-    assert not (tmp_path / "o").exists()
-
-
-def test_four_languages_by_translation_with_clip_scores(local_ray, tiny_model, tiny_marian, tiny_clip, image_folder,
-                                                         tmp_path):
-    out = str(tmp_path / "out")
-    marian = str(tiny_marian)
-    first = _config(tiny_model, str(image_folder), out, languages=("en", "fr"), translate=(("fr", marian),),
-                    clip_model=str(tiny_clip))
-    pipeline.run(first)
-    assert len(_captions(out)) == GOOD * 2
-
-    # Adding languages later computes only the missing (image, language) pairs, from the stored English.
-    more = _config(tiny_model, str(image_folder), out, languages=("en", "fr", "de", "es"),
-                   translate=(("fr", marian), ("de", marian), ("es", marian)), clip_model=str(tiny_clip))
-    summary = pipeline.run(more)
-    assert summary.captions == GOOD * 2
-    captions = _captions(out)
-    assert len(captions) == GOOD * 4
-    for (uri, lang), row in captions.items():
-        assert math.isfinite(row["score"]) and 0 <= row["clip_score"] <= 2.5
-        if lang == "en":
-            assert row["producer"] == "native" and row["source_lang"] is None
-        else:
-            assert row["producer"] == marian and row["source_lang"] == "en"
-    from captioner.models import translation
-    from captioner.models import loading as model
-    translator = model.load_translator(ModelConfig(name=marian))
-    uri = sorted(u for u, _ in captions)[0]
-    expected = translation.translate(translator, [captions[(uri, "en")]["caption"]], "en", "de", GenerationConfig(max_new_tokens=6))
-    assert captions[(uri, "de")]["caption"] == expected[0].text
 
 
 def _many_images(folder, n):
@@ -214,33 +157,33 @@ def test_changed_settings_refused_unless_a_mode_is_chosen(local_ray, tiny_model,
     from captioner.config import ConfigError
 
     out = str(tmp_path / "out")
-    pipeline.run(_config(tiny_model, str(image_folder), out))
+    pipeline.run(run_config(tiny_model, str(image_folder), out))
     beams = GenerationConfig(max_new_tokens=6, num_beams=2)
     with pytest.raises(ConfigError, match="--mode append"):
-        pipeline.run(_config(tiny_model, str(image_folder), out, generation=beams))
+        pipeline.run(run_config(tiny_model, str(image_folder), out, generation=beams))
 
-    appended = pipeline.run(_config(tiny_model, str(image_folder), out, generation=beams, mode="append"))
+    appended = pipeline.run(run_config(tiny_model, str(image_folder), out, generation=beams, mode="append"))
     assert appended.captioned == GOOD
-    greedy = fingerprints(_config(tiny_model, "", ""))["en"]
-    beam = fingerprints(_config(tiny_model, "", "", generation=beams))["en"]
+    greedy = fingerprints(run_config(tiny_model, "", ""))["en"]
+    beam = fingerprints(run_config(tiny_model, "", "", generation=beams))["en"]
     table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
     assert sorted(table["fingerprint"].to_pylist()) == sorted([greedy] * GOOD + [beam] * GOOD)
 
-    replaced = pipeline.run(_config(tiny_model, str(image_folder), out, mode="overwrite"))
+    replaced = pipeline.run(run_config(tiny_model, str(image_folder), out, mode="overwrite"))
     assert replaced.images == 0  # the greedy captions were already there: nothing to redo, the beam ones go
     table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
     assert set(table["fingerprint"].to_pylist()) == {greedy} and table.num_rows == GOOD
 
     subset = tmp_path / "two.txt"  # overwrite replaces only the rows this run wrote anew
     subset.write_text("".join(f"{image_folder / name}\n" for name in ("img0.jpg", "img1.jpg")))
-    partial = pipeline.run(_config(tiny_model, str(subset), out, generation=beams, mode="overwrite"))
+    partial = pipeline.run(run_config(tiny_model, str(subset), out, generation=beams, mode="overwrite"))
     assert partial.captioned == 2
     table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
     by_uri = dict(zip(table["uri"].to_pylist(), table["fingerprint"].to_pylist()))
     assert table.num_rows == GOOD and sorted(by_uri.values()) == sorted([beam] * 2 + [greedy] * (GOOD - 2))
     assert by_uri[str(image_folder / "img0.jpg")] == beam
 
-    overwritten = pipeline.run(_config(tiny_model, str(image_folder), out, generation=beams, mode="overwrite"))
+    overwritten = pipeline.run(run_config(tiny_model, str(image_folder), out, generation=beams, mode="overwrite"))
     assert overwritten.captioned == GOOD - 2
     table = pads.dataset(out + "/captions", format="parquet", partitioning="hive").to_table()
     assert set(table["fingerprint"].to_pylist()) == {beam} and table.num_rows == GOOD
@@ -248,84 +191,16 @@ def test_changed_settings_refused_unless_a_mode_is_chosen(local_ray, tiny_model,
 
 def test_errors_retried_only_when_asked_and_error_rate_enforced(local_ray, tiny_model, image_folder, tmp_path):
     out = str(tmp_path / "out")
-    pipeline.run(_config(tiny_model, str(image_folder), out))
+    pipeline.run(run_config(tiny_model, str(image_folder), out))
     (image_folder / "notes.jpg").write_bytes(jpeg_bytes(99))  # the text file is now a picture
-    assert pipeline.run(_config(tiny_model, str(image_folder), out)).images == 1  # changed object: new identity
-    retried = pipeline.run(_config(tiny_model, str(image_folder), out, retry_errors=True))
+    assert pipeline.run(run_config(tiny_model, str(image_folder), out)).images == 1  # changed object: new identity
+    retried = pipeline.run(run_config(tiny_model, str(image_folder), out, retry_errors=True))
     assert (retried.images, retried.failed) == (2, 2)
-    attempts = sorted(e["attempt"] for e in _errors(out) if e["uri"].endswith("truncated.jpg"))
+    attempts = sorted(e["attempt"] for e in read_errors(out) if e["uri"].endswith("truncated.jpg"))
     assert attempts == [1, 2]
 
     with pytest.raises(pipeline.RunFailed, match="max-error-rate"):
-        pipeline.run(_config(tiny_model, str(image_folder), str(tmp_path / "strict"), max_error_rate=0.1))
-
-
-def _scene_photos(folder, seed: int, one_shape_fraction: float):
-    """Six scenes of the demo model's grammar as JPEGs in ``folder``."""
-    from captioner.train import scenes
-
-    folder.mkdir()
-    for i, scene in enumerate(scenes.scenes(6, seed=seed, one_shape_fraction=one_shape_fraction)):
-        scenes.render(scene, 128).save(folder / f"scene{i}.jpg")
-    return folder
-
-
-def test_demo_model_writes_each_language_natively(local_ray, tmp_path):
-    """The bundled model, no flags: French, German and Spanish rows come from its own language tokens."""
-    from captioner.train import grammar
-
-    photos = _scene_photos(tmp_path / "scenes", seed=777, one_shape_fraction=1.0)
-    out = str(tmp_path / "out")
-    summary = pipeline.run(RunConfig(input=InputConfig(str(photos)), output=out, languages=("en", "fr", "de", "es")))
-    assert summary.captions == 24
-    english_shapes = set().union(*grammar.vocabulary("en")[1].values())
-    for (uri, lang), row in _captions(out).items():
-        assert row["producer"] == "native" and row["model"].endswith("demo_model")
-        words = set(row["caption"].lower().split())
-        own_shapes = set().union(*grammar.vocabulary(lang)[1].values())
-        assert words & own_shapes, (lang, row["caption"])
-        if lang != "en":
-            assert not words & (english_shapes - own_shapes), (lang, row["caption"])  # "triangle" is French too
-
-
-def _swapped_demo_model(folder):
-    """The demo model with its <|en|> and <|fr|> tokens swapped: asked for French it writes English, as a chat model
-    asked for French may."""
-    import json
-    import shutil
-
-    from captioner.config import DEMO_MODEL
-
-    shutil.copytree(DEMO_MODEL, folder)
-    tokenizer = json.loads((folder / "tokenizer.json").read_text())
-    vocab = tokenizer["model"]["vocab"]
-    vocab["<|en|>"], vocab["<|fr|>"] = vocab["<|fr|>"], vocab["<|en|>"]
-    for token in tokenizer["added_tokens"]:
-        token["content"] = {"<|en|>": "<|fr|>", "<|fr|>": "<|en|>"}.get(token["content"], token["content"])
-    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
-    return folder
-
-
-def test_rows_that_read_as_another_language_are_counted_recorded_and_found(local_ray, tmp_path):
-    from captioner import query
-    from captioner.run.summary import format_summary
-    from captioner.store import state
-
-    photos = _scene_photos(tmp_path / "scenes", seed=778, one_shape_fraction=0.0)
-    out = str(tmp_path / "out")
-    summary = pipeline.run(RunConfig(input=InputConfig(str(photos)), output=out, languages=("en", "fr"),
-                                     model=ModelConfig(name=str(_swapped_demo_model(tmp_path / "model")))))
-    rows = _captions(out)
-    fr = {uri: row for (uri, lang), row in rows.items() if lang == "fr"}
-    assert {row["detected_lang"] for row in fr.values()} <= {"en", None}
-    wrong = {uri for uri, row in fr.items() if row["detected_lang"] == "en"}
-    assert len(wrong) >= 4  # captions of two shapes: long enough to tell
-    check = summary.language_check
-    assert check["fr"] == {"captions": 6, "wrong_language": len(wrong), "not_identified": 6 - len(wrong)}
-    assert f"fr: {len(wrong)} of 6 rows look like another language" in format_summary(summary)
-    assert state.run_records(out)[0]["language_check"] == check == query.stats(out)["language_check"]
-    found = query.select(out, query.Filter(lang=("fr",), wrong_language=True)).read_all()
-    assert set(found["uri"].to_pylist()) == wrong and set(found["detected_lang"].to_pylist()) == {"en"}
+        pipeline.run(run_config(tiny_model, str(image_folder), str(tmp_path / "strict"), max_error_rate=0.1))
 
 
 def _peak_rss_by_kind(stop, peaks):
@@ -358,15 +233,15 @@ def test_malformed_corpus_every_file_once(local_ray, tiny_model, tmp_path):
     sampler = threading.Thread(target=_peak_rss_by_kind, args=(stop, peaks), daemon=True)
     sampler.start()
     try:
-        summary = pipeline.run(_config(tiny_model, str(tmp_path / "corpus"), out))
+        summary = pipeline.run(run_config(tiny_model, str(tmp_path / "corpus"), out))
     finally:
         stop.set()
         sampler.join()
     assert summary.status == "succeeded" and summary.listed == len(expected) == 360
     good = {str(p) for p, outcome in expected.items() if outcome is None}
     assert (summary.captioned, summary.failed) == (len(good), len(expected) - len(good))
-    captions = _captions(out)
-    errors = _errors(out)
+    captions = read_captions(out)
+    errors = read_errors(out)
     seen = [uri for uri, _ in captions] + [e["uri"] for e in errors]
     assert sorted(seen) == sorted(str(p) for p in expected), "every file exactly once"
     assert {uri for uri, _ in captions} == good
@@ -378,8 +253,8 @@ def test_malformed_corpus_every_file_once(local_ray, tiny_model, tmp_path):
 
 
 def _outputs(fs, prefix):
-    captions = {r["uri"]: r["caption"] for r in _captions(prefix, fs).values()}
-    errors = {e["uri"]: e["error_type"] for e in _errors(prefix, fs)}
+    captions = {r["uri"]: r["caption"] for r in read_captions(prefix, fs).values()}
+    errors = {e["uri"]: e["error_type"] for e in read_errors(prefix, fs)}
     return captions, errors
 
 
@@ -388,10 +263,10 @@ def test_throttled_and_resetting_store_gives_the_same_output(local_ray, tiny_mod
     for i in range(24):
         fs.pipe(f"{bucket}/in/img{i:02d}.jpg", jpeg_bytes(i))
     fs.pipe(f"{bucket}/in/broken.jpg", b"not an image")
-    clean = pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/clean", endpoint=s3_server,
+    clean = pipeline.run(run_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/clean", endpoint=s3_server,
                                  resources=ResourceConfig(rows_per_file=5)))
     faulty_s3.error_rate, faulty_s3.reset_rate = 0.10, 0.05
-    faulty = pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/faulty", endpoint=faulty_s3.url,
+    faulty = pipeline.run(run_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/faulty", endpoint=faulty_s3.url,
                                   resources=ResourceConfig(rows_per_file=5)))
     assert faulty_s3.counts["slowdown"] + faulty_s3.counts["reset"] >= 3, faulty_s3.counts  # ~11 expected
     assert (faulty.captioned, faulty.failed) == (clean.captioned, clean.failed) == (24, 1)
@@ -404,7 +279,7 @@ def test_unreachable_or_forbidden_store_fails_fast_and_writes_nothing(local_ray,
     from faulty_proxy import closed_port
 
     with pytest.raises(StoreError, match="cannot reach the object store .* for bucket 'photos'"):
-        pipeline.run(_config(tiny_model, "s3://photos/in/", str(tmp_path / "out"),
+        pipeline.run(run_config(tiny_model, "s3://photos/in/", str(tmp_path / "out"),
                              endpoint=f"http://127.0.0.1:{closed_port()}"))
     assert not (tmp_path / "out").exists()
 
@@ -412,7 +287,7 @@ def test_unreachable_or_forbidden_store_fails_fast_and_writes_nothing(local_ray,
     fs.pipe(f"{bucket}/in/img.jpg", jpeg_bytes(0))
     faulty_s3.deny = {("PUT", ""), ("POST", "")}
     with pytest.raises(StoreError, match=f"writing to s3://{bucket}/out: the credentials lack s3:PutObject"):
-        pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/out", endpoint=faulty_s3.url))
+        pipeline.run(run_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/out", endpoint=faulty_s3.url))
     assert fs.find(bucket) == [f"{bucket}/in/img.jpg"]
 
 
@@ -431,16 +306,16 @@ def test_hostile_keys_never_write_outside_output(local_ray, tiny_model, s3, s3_s
     assert listed == set(HOSTILE_KEYS), listed  # the store keeps every key as it is
     root = tmp_path / "deep" / "er"
     out = root / "out"
-    summary = pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", str(out), endpoint=s3_server))
+    summary = pipeline.run(run_config(tiny_model, f"s3://{bucket}/in/", str(out), endpoint=s3_server))
     assert summary.captioned == len(HOSTILE_KEYS)
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written and all(out in p.parents for p in written), written
     ours = re.compile(r"(captions/lang=en|errors)/part-[0-9a-f]{24}\.parquet|_commits/part-[0-9a-f]{24}\.json|"
                       r"runs/[0-9TZ]+-[0-9a-f]{6}/(manifest/part-[0-9]{5}\.parquet|run\.json)")
     assert all(ours.fullmatch(str(p.relative_to(out))) for p in written), written
-    assert {uri for uri, _ in _captions(str(out))} == {f"s3://{bucket}/{k}" for k in HOSTILE_KEYS}
+    assert {uri for uri, _ in read_captions(str(out))} == {f"s3://{bucket}/{k}" for k in HOSTILE_KEYS}
 
-    pipeline.run(_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/out", endpoint=s3_server))
+    pipeline.run(run_config(tiny_model, f"s3://{bucket}/in/", f"s3://{bucket}/out", endpoint=s3_server))
     outside = [k for k in fs.find(bucket) if not k.startswith(f"{bucket}/in/") and not k.startswith(f"{bucket}/out/")]
     assert outside == []
     assert all(ours.fullmatch(k.split("/out/", 1)[1]) for k in fs.find(f"{bucket}/out"))
