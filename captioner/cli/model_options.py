@@ -11,8 +11,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("model")
     m.add_argument("--model", default=DEMO_MODEL, help="Hugging Face hub id, local folder or s3:// folder of a "
                    "captioner: a vision encoder-decoder (ViT-GPT2, CLIP-vision + mBART-50...), GIT, BLIP, "
-                   "Florence-2, PaliGemma (1 or 2), SmolVLM or Idefics3 checkpoint; its family is read from its "
-                   "config (default: the bundled demo model)")
+                   "Florence-2, PaliGemma (1 or 2), Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM or Idefics3 "
+                   "checkpoint; its family is read from its config (default: the bundled demo model)")
     m.add_argument("--revision", help="hub branch, tag or commit of --model")
     m.add_argument("--model-cache", default=ModelConfig.cache_dir,
                    help="where each node keeps its copy of an object-store model (default: %(default)s)")
@@ -49,7 +49,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    "name, e.g. 'Describe this photo in {language} for a blind reader.' (default: the style's)")
     m.add_argument("--image-size", type=_image_size, metavar="WxH",
                    help="models that take any size (Qwen-VL): the size every image is resized to, rounded to the "
-                   "model's patch grid, so batches share one shape (default: from the processor's pixel limits)")
+                   "model's patch grid and kept within its processor's pixel limits, so batches share one shape "
+                   "(default: 448x448)")
 
 
 

@@ -1,10 +1,11 @@
 """Prompts of chat captioners (Qwen-VL, SmolVLM): one user message, the image then an instruction, through the
-checkpoint's own chat template and processor. No Ray here.
+checkpoint's own chat template. No Ray here.
 
 A chat model writes any language it is asked for, so each language's prompt is the style's instruction (or the
-user's ``--prompt``) with ``{language}`` as the language's English name. The prompt ids come from the checkpoint's
-own processor run on a blank image of the run's size: its image tokens, their count and the template's special
-tokens are exactly what the processor would give each real image of that size.
+user's ``--prompt``) with ``{language}`` as the language's English name. SmolVLM's prompt ids come from the
+checkpoint's own processor run on a blank image of the run's size (``prompts``): its image tokens, their count and
+the template's special tokens are exactly what the processor would give each real image of that size. Qwen's
+processors cannot be built without torchvision, so ``qwen_vl.py`` renders ``messages`` itself.
 """
 
 from PIL import Image
@@ -36,14 +37,19 @@ def instruction(settings: ModelConfig, lang: str) -> str:
     return template.replace("{language}", LANGUAGE_NAMES[lang])
 
 
+def messages(settings: ModelConfig) -> dict[str, list[dict]]:
+    """Every language's chat: one user message, the image then the instruction."""
+    return {lang: [{"role": "user", "content": [{"type": "image"},
+                                                {"type": "text", "text": instruction(settings, lang)}]}]
+            for lang in LANGUAGE_NAMES}
+
+
 def prompts(processor, settings: ModelConfig, image: ImageSpec) -> dict[str, tuple[int, ...]]:
     """Every language's prompt ids, as the checkpoint's processor makes them for an image of ``image``'s size."""
     blank = Image.new("RGB", (image.resize.width, image.resize.height))
     out = {}
-    for lang in LANGUAGE_NAMES:
-        messages = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": instruction(settings, lang)}]}]
-        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    for lang, chat in messages(settings).items():
+        text = processor.apply_chat_template(chat, add_generation_prompt=True)
         ids = processor(text=[text], images=[[blank]], return_tensors="pt").input_ids[0]
         out[lang] = tuple(ids.tolist())
     return out

@@ -7,10 +7,12 @@ from .family import Family
 from .florence2 import Florence2
 from .git import Git
 from .paligemma import PaliGemma
+from .qwen_vl import Qwen2_5VL, Qwen2VL, Qwen3VL
 from .smolvlm import Idefics3, SmolVLM
 from .vision_encoder_decoder import VisionEncoderDecoder
 
-FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip(), Florence2(), PaliGemma(), Idefics3(), SmolVLM())
+FAMILIES: tuple[Family, ...] = (VisionEncoderDecoder(), Git(), Blip(), Florence2(), PaliGemma(), Qwen2_5VL(), Qwen2VL(),
+                                Qwen3VL(), Idefics3(), SmolVLM())
 
 
 def family_of(config: PretrainedConfig) -> Family | None:

@@ -158,9 +158,9 @@ def describe(config: ModelConfig, options: dict | None = None) -> ModelInfo:
         processor=lambda: _pretrained(family.processor_loader, config, options, "processor"))
     try:
         image = family.image(checkpoint)
+        return ModelInfo(family, image, family.prompts(checkpoint, image))
     except ValueError as exc:
         raise ModelError(f"{config.name!r}: {exc}") from None
-    return ModelInfo(family, image, family.prompts(checkpoint, image))
 
 
 def _check_settings(family: Family, config: ModelConfig) -> None:
