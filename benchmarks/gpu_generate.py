@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_generate.py                        # CUDA: batches 64 to 1024, fp16 and bf16
     python benchmarks/gpu_generate.py --device cpu --batch-sizes 2 4 --model demo    # a check on a CPU, < 1 min
+    python benchmarks/gpu_generate.py --device cpu --model demo --languages en,fr,de,es   # four languages a call
     python benchmarks/gpu_generate.py --model paligemma2 --batch-sizes 16 64 256     # PaliGemma 2 3B at 224 px
     python benchmarks/gpu_generate.py --model florence2-base --caption-style detailed    # Florence-2-base on CUDA
 
@@ -51,33 +52,33 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def caption(captioner: loading.Captioner, pixels: np.ndarray, fast: str, tokens: int) -> float:
-    """Seconds for one model-only call on a batch, to the end of its device work."""
-    lang = "en" if "en" in captioner.info.languages else next(iter(captioner.info.languages))
+def caption(captioner: loading.Captioner, pixels: np.ndarray, fast: str, tokens: int, langs: list[str]) -> float:
+    """Seconds for one model-only call on a batch, every image in every language, to the end of its device work."""
     sync(captioner.device)
     start = time.perf_counter()
-    generate.caption(captioner, pixels, [[lang]] * len(pixels), GenerationConfig(max_new_tokens=tokens, fast=fast))
+    generate.caption(captioner, pixels, [langs] * len(pixels), GenerationConfig(max_new_tokens=tokens, fast=fast))
     sync(captioner.device)
     return time.perf_counter() - start
 
 
-def flops_per_caption(captioner: loading.Captioner, pixels: np.ndarray, tokens: int) -> float:
+def flops_per_caption(captioner: loading.Captioner, pixels: np.ndarray, args: argparse.Namespace) -> float:
     counter = FlopCounterMode(display=False)
     with counter:
-        caption(captioner, pixels, "off", tokens)
-    return counter.get_total_flops() / len(pixels)
+        caption(captioner, pixels, "off", args.max_new_tokens, args.languages)
+    return counter.get_total_flops() / (len(pixels) * len(args.languages))
 
 
 def measure(captioner: loading.Captioner, pixels: np.ndarray, fast: str, args: argparse.Namespace) -> dict:
     """One cell: a warm-up, then the median of the timed calls; an out-of-memory batch is reported as such."""
     try:
-        warmup = caption(captioner, pixels, fast, args.max_new_tokens)
-        median = statistics.median(caption(captioner, pixels, fast, args.max_new_tokens) for _ in range(args.repeats))
+        warmup = caption(captioner, pixels, fast, args.max_new_tokens, args.languages)
+        median = statistics.median(caption(captioner, pixels, fast, args.max_new_tokens, args.languages)
+                                   for _ in range(args.repeats))
     except torch.cuda.OutOfMemoryError:
         captioner.caches.clear()
         torch.cuda.empty_cache()
         return {"error": "out of memory"}
-    return {"warmup_s": warmup, "median_s": median, "captions_per_s": len(pixels) / median}
+    return {"warmup_s": warmup, "median_s": median, "captions_per_s": len(pixels) * len(args.languages) / median}
 
 
 def row_for(captioner: loading.Captioner, dtype: str, batch: int, flops: dict[int, float],
@@ -86,7 +87,7 @@ def row_for(captioner: loading.Captioner, dtype: str, batch: int, flops: dict[in
     size = captioner.info.image.resize
     pixels = np.random.default_rng(batch).integers(0, 256, (batch, size.height, size.width, 3), dtype=np.uint8)
     if batch not in flops:
-        flops[batch] = flops_per_caption(captioner, pixels, args.max_new_tokens)
+        flops[batch] = flops_per_caption(captioner, pixels, args)
     row = {"dtype": dtype, "batch": batch, "gflop_per_caption": flops[batch] / 1e9}
     for fast, name in PATHS.items():
         over = args.budget_s is not None and time.perf_counter() - started > args.budget_s
@@ -136,6 +137,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 64 128 256 512 1024 on CUDA, 2 4 on CPU")
     parser.add_argument("--dtypes", nargs="+", choices=("fp16", "bf16", "fp32"),
                         help="default: fp16 bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--languages", type=lambda v: v.split(","), default=["en"],
+                        help="comma-separated languages each image is captioned in, all native to the model, e.g. "
+                        "en,fr,de,es with --model demo; captions/s counts every language's (default: en)")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="tokens per caption (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per cell (default: %(default)s)")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
@@ -154,12 +158,13 @@ def main(argv: list[str]) -> int:
     folder = model_folder(args)
     started = time.perf_counter()
     report = {"model": args.model + (" (small)" if args.small else ""), "caption_style": args.caption_style,
+              "languages": args.languages,
               "device": torch.cuda.get_device_name(device) if cuda else "cpu",
               "torch": torch.__version__, "transformers": transformers.__version__,
               "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "peak_tflops": args.peak_tflops,
               "rows": []}
-    print(f"model {report['model']} ({args.caption_style}) on {report['device']}, greedy, {args.max_new_tokens} new "
-          f"tokens, median of {args.repeats}, torch {torch.__version__}, transformers {transformers.__version__}; "
+    print(f"model {report['model']} ({args.caption_style}, {','.join(args.languages)}) on {report['device']}, "
+          f"greedy, {args.max_new_tokens} new tokens, median of {args.repeats}, torch {torch.__version__}, transformers {transformers.__version__}; "
           f"share of {args.peak_tflops:g} TFLOP/s", flush=True)
     print(f"{'dtype':<6}{'batch':>6}{'GFLOP':>8}{'plain cap/s':>12}{'peak':>8}{'fast cap/s':>12}{'peak':>8}"
           f"{'ratio':>8}{'warm-up':>9}", flush=True)

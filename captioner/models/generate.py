@@ -82,22 +82,34 @@ def caption(
     Sampling draws image i's captions from ``seeds[i]`` (and the language), whatever else is in the batch.
     """
     results: list[dict[str, Caption]] = [{} for _ in requests]
-    rows_by_lang = {lang: [i for i, langs in enumerate(requests) if lang in langs]
-                    for lang in dict.fromkeys(lang for langs in requests for lang in langs)}
-    if not rows_by_lang:
+    calls = one_call_each(captioner.info.languages, requests)
+    if not calls:
         return results
     x = pixel_values(pixels, captioner.info.image, captioner.device, captioner.dtype)  # (B, 3, H, W)
     encoded = captioner.info.family.encode(captioner.model, x)  # (B, ...): once per image, whatever the languages
-    for lang, rows in rows_by_lang.items():
-        index = torch.tensor(rows, device=captioner.device)
-        row_seeds = [caption_seed(lang, seeds[i] if seeds is not None else generation.seed) for i in rows]
-        texts = _generate(captioner, family.rows(encoded, index), lang, generation, num_candidates,
-                          row_seeds)  # (len(rows) * n)
+    for pairs in calls:
+        rows = [i for i, _ in pairs]
+        prompts = [captioner.info.languages[lang] for _, lang in pairs]
+        row_seeds = [caption_seed(lang, seeds[i] if seeds is not None else generation.seed) for i, lang in pairs]
+        texts = _generate(captioner, family.rows(encoded, torch.tensor(rows, device=captioner.device)), prompts,
+                          generation, num_candidates, row_seeds)  # (len(pairs) * n)
         if num_candidates > 1:
             texts = scoring.best_of(scorer, clip_pixels[rows], texts, num_candidates)
-        for i, text in zip(rows, texts):
+        for (i, lang), text in zip(pairs, texts):
             results[i][lang] = text
     return results
+
+
+def one_call_each(prompts: dict[str, tuple[int, ...]],
+                  requests: Sequence[Sequence[str]]) -> list[list[tuple[int, str]]]:
+    """The (image, language) pairs of a batch, grouped into one ``generate`` call per prompt length: a device is
+    busiest with one large batch, and prompts of one length need no padding, so each caption is token for token
+    what a call of its language alone writes. Languages whose prompts differ in length (chat instructions) take a
+    call each."""
+    calls: dict[int, list[tuple[int, str]]] = {}
+    for lang in dict.fromkeys(lang for langs in requests for lang in langs):
+        calls.setdefault(len(prompts[lang]), []).extend((i, lang) for i, langs in enumerate(requests) if lang in langs)
+    return list(calls.values())
 
 
 def _search(generation: GenerationConfig, num_candidates: int, seeds: Sequence[int],
@@ -122,13 +134,13 @@ def _search(generation: GenerationConfig, num_candidates: int, seeds: Sequence[i
             "num_beams": generation.num_beams, "num_return_sequences": num_candidates}, 1
 
 
-def _generate(captioner: Captioner, encoded: family.Encoded, lang: str, generation: GenerationConfig,
-              num_candidates: int, seeds: Sequence[int]) -> list[Caption]:
+def _generate(captioner: Captioner, encoded: family.Encoded, prompts: Sequence[tuple[int, ...]],
+              generation: GenerationConfig, num_candidates: int, seeds: Sequence[int]) -> list[Caption]:
+    """Each row's caption (``num_candidates`` each, a row's together) from its own prompt, all of one length."""
     kind, model = captioner.info.family, captioner.model
     search, times = _search(generation, num_candidates, seeds, captioner.device)
     encoded = family.repeat(encoded, times)
-    prompt = torch.tensor([captioner.info.languages[lang]] * family.batch_size(encoded),
-                          device=captioner.device)  # (B, P)
+    prompt = torch.tensor(prompts, device=captioner.device).repeat_interleave(times, dim=0)  # (B, P)
     stepwise = search["num_beams"] == 1  # each step's logits belong to the sequence it extends
     kwargs = dict(return_dict_in_generate=True, output_logits=stepwise, **search)
     if stepwise and not generation.do_sample and fast.wanted(generation.fast, captioner.device):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from captioner.config import GenerationConfig, ModelConfig
 from captioner.models import generate, translation
@@ -95,3 +96,39 @@ def test_describe_translates_the_source_and_scores_everything(captioner, transla
     assert all(c.clip_score is not None and 0 <= c.clip_score <= 2.5 for r in out for c in r.values())
 
 
+
+
+def _multilingual(kind: str, folder):
+    """A captioner of each family that writes several languages, and its languages."""
+    from families import build_tiny_clip_mbart
+    from family_paligemma import build_tiny_paligemma
+    from family_qwen_vl import SIZE, build_tiny_qwen
+    from family_smolvlm import build_tiny_smolvlm
+
+    from captioner.config import DEMO_MODEL
+
+    settings = {"demo": lambda: ModelConfig(name=DEMO_MODEL),
+                "clip-mbart50": lambda: ModelConfig(name=str(build_tiny_clip_mbart(folder))),
+                "paligemma": lambda: ModelConfig(name=str(build_tiny_paligemma(folder))),
+                "qwen2_5_vl": lambda: ModelConfig(name=str(build_tiny_qwen(folder)), image_size=SIZE),
+                "smolvlm": lambda: ModelConfig(name=str(build_tiny_smolvlm(folder)))}[kind]()
+    return model.load(settings), ["en", "fr", "de"] + (["es"] if kind != "clip-mbart50" else [])
+
+
+@pytest.mark.parametrize("kind", ["demo", "clip-mbart50", "paligemma", "qwen2_5_vl", "smolvlm"])
+@pytest.mark.parametrize("sampled", [False, True])
+def test_all_languages_in_one_call_write_what_one_call_per_language_does(kind, sampled, tmp_path, scenes):
+    """rows = images x languages, each with its own prompt: the same tokens and scores as a call per language."""
+    captioner, langs = _multilingual(kind, tmp_path / kind)
+    size = captioner.info.image.resize
+    images = np.stack([np.asarray(Image.fromarray(s).resize((size.width, size.height))) for s in scenes[:5]])
+    settings = GenerationConfig(max_new_tokens=6, temperature=0.9 if sampled else None)
+    together = generate.caption(captioner, images, [langs] * len(images), settings, seeds=list(range(5)))
+    for lang in langs:
+        alone = generate.caption(captioner, images, [[lang]] * len(images), settings, seeds=list(range(5)))
+        assert [r[lang].text for r in together] == [r[lang].text for r in alone], lang
+        assert [r[lang].score for r in together] == pytest.approx([r[lang].score for r in alone], abs=1e-5)
+    lengths = {len(captioner.info.languages[lang]) for lang in langs}
+    assert len(generate.one_call_each(captioner.info.languages, [langs] * len(images))) == len(lengths)
+    if kind in ("demo", "clip-mbart50", "paligemma"):
+        assert len(lengths) == 1  # language tokens, codes or "caption xx": every language in one call
