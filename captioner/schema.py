@@ -58,6 +58,7 @@ CAPTIONS_DIR = "captions"
 ERRORS_DIR = "errors"
 RUNS_DIR = "runs"
 COMMITS_DIR = "_commits"
+FAST_CHECKS_DIR = "fast-checks"  # runs/<run_id>/fast-checks/: each caption actor's checks of the fast path
 TODO_DIR = "todo"  # runs/<run_id>/todo/: a running run's plan, one input block per part
 INFLIGHT_DIR = "_inflight"  # _inflight/<run>/<shard>.json while a write task writes that shard
 LEASE_FILE = "_lease.json"

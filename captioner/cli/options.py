@@ -46,8 +46,10 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fast-generation", choices=FAST_GENERATION, default=GenerationConfig.fast,
                    help="greedy captions on a static KV cache with the decoder step compiled into CUDA graphs, "
                    "batches padded to the next power of two (so a power-of-two --batch-size wastes nothing); "
-                   "the same tokens as without. auto: on CUDA GPUs; on: also on CPU, without compiling; beam "
-                   "search, sampling, GIT and BLIP always take the plain path (default: %(default)s)")
+                   "the same tokens as without: each batch shape's first batch is checked against plain "
+                   "generate, and a shape that differs or fails to compile takes the plain path. auto: on CUDA GPUs; "
+                   "on: also on CPU, without compiling; beam search, sampling and families without a static cache "
+                   "take the plain path (default: %(default)s)")
 
 
 def generation_config(args: argparse.Namespace) -> GenerationConfig:

@@ -64,6 +64,8 @@ class Captioner(Loaded):
     info: ModelInfo | None = None
     # The fast path's static KV caches by batch shape (``fast.py``), kept: CUDA graphs replay on the same tensors
     caches: dict[tuple, object] = field(default_factory=dict, repr=False, compare=False)
+    # Each shape's check of the fast path against plain generate (``fast._first``), for the run record
+    checks: list[dict] = field(default_factory=list, repr=False, compare=False)
 
 
 @dataclass

@@ -71,6 +71,7 @@ def run(config: RunConfig) -> RunSummary:
         finally:
             storage.remove_tree(parts, opts)  # the plan's input blocks: the next run plans afresh
             summary.elapsed_s = time.monotonic() - started
+            summary.fast_checks = state.fast_checks(config.output, summary.run_id, opts)
             state.write_run_record(config.output, summary.run_id, run_record(summary), opts)
     return summary
 

@@ -7,6 +7,7 @@ neither imports torch, so the CPU workers start fast and stay small.
 
 import logging
 import os
+import uuid
 import warnings
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..config import RunConfig
 from ..models import generate, loading
 from ..models.sampling import caption_seed
 from ..models.scoring import Caption
+from ..store import state
 from .reading import plain
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class CaptionActor:
         self.fingerprints = fingerprints  # the driver's, so every actor writes the same whatever its paths
         self.restarted = _restarted()
         self.captioned = False
+        self.name, self.reported = uuid.uuid4().hex[:12], 0  # this actor's file of fast-path checks, and its length
         log.info("loaded %s on %s (%s)", config.model.name, self.models.captioner.device, self.models.captioner.dtype)
 
     def _halving(self, batch: dict[str, np.ndarray], rows: np.ndarray) -> list[dict[str, Caption]]:
@@ -141,7 +144,16 @@ class CaptionActor:
                 row.update({schema.ERROR_TYPE: error_type[i], schema.ERROR: error[i],
                             schema.ATTEMPT: int(batch[schema.ATTEMPT][i]) + 1})
             rows.append(row)
+        self._report_checks()
         return pa.Table.from_pylist(rows, schema=schema.IMAGE_RESULT)
+
+    def _report_checks(self) -> None:
+        """New checks of the fast path go to the run's folder, where the driver counts them for the run record."""
+        checks = self.models.captioner.checks
+        if len(checks) > self.reported:
+            state.write_fast_checks(self.config.output, self.run_id, self.name, checks,
+                                    self.config.storage.options(self.config.output))
+            self.reported = len(checks)
 
 
 def _restarted() -> bool:

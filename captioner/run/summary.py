@@ -45,6 +45,8 @@ class RunSummary:
     settings: dict = field(default_factory=dict)
     # per language: caption rows, rows that read as another language, rows whose language could not be told
     language_check: dict[str, dict[str, int]] = field(default_factory=dict)
+    # each caption actor's check of the fast path per batch shape: batch, tokens, verdict, fast_s, check_s
+    fast_checks: list[dict] = field(default_factory=list)
 
     def add(self, counts: dict) -> None:
         """Add one written shard's counts (a row of the write stage)."""
@@ -154,8 +156,21 @@ def format_summary(summary: RunSummary) -> str:
         f"  elapsed         {summary.elapsed_s:.1f} s ({summary.images_per_s:.1f} images/s; "
         f"first shard committed after {summary.startup_s:.1f} s)",
         f"  output          {summary.output.rstrip('/')}/captions/  (Parquet, partitioned by lang)",
+        *fast_path(summary.fast_checks),
         *language_check(summary.language_check, summary.output),
     ])
+
+
+def fast_path(checks: list[dict]) -> list[str]:
+    """How the fast path's self-checks went: what they cost, and every shape left to the plain path and why."""
+    if not checks:
+        return []
+    cost = sum(check["check_s"] for check in checks)
+    failed = [check for check in checks if check["verdict"] != "fast"]
+    lines = [f"  fast path       {len(checks)} batch shapes checked against plain generate ({cost:.1f} s); "
+             + (f"{len(failed)} fell back to the plain path" if failed else "all agree")]
+    lines += [f"    batches of {check['batch']}: {check['verdict']}" for check in failed]
+    return lines
 
 
 def language_check(languages: dict[str, dict[str, int]], output: str) -> list[str]:

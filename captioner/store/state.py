@@ -184,6 +184,22 @@ def write_run_record(output: str, run_id: str, record: dict, options: dict | Non
     storage.write_bytes_atomic(path, json.dumps(record, indent=2).encode(), options)
 
 
+def write_fast_checks(output: str, run_id: str, actor: str, checks: list[dict], options: dict | None = None) -> None:
+    """One caption actor's checks of the fast path so far (``models/fast.py``), rewritten whole as they grow."""
+    path = storage.join(output, schema.RUNS_DIR, run_id, schema.FAST_CHECKS_DIR, f"{actor}.json")
+    storage.write_bytes_atomic(path, json.dumps(checks).encode(), options)
+
+
+def fast_checks(output: str, run_id: str, options: dict | None = None) -> list[dict]:
+    """Every caption actor's checks of the fast path in a run."""
+    fs, root = storage.filesystem(output, options)
+    folder = storage.join(root, schema.RUNS_DIR, run_id, schema.FAST_CHECKS_DIR)
+    if not fs.exists(folder):
+        return []
+    paths = sorted(p for p in fs.find(folder) if p.endswith(".json"))
+    return [check for data in fs.cat(paths, on_error="raise").values() for check in json.loads(data)]
+
+
 def run_records(output: str, options: dict | None = None) -> list[dict]:
     """Every run's record, oldest first."""
     fs, root = storage.filesystem(output, options)

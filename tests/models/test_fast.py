@@ -18,8 +18,8 @@ FAST, PLAIN = GenerationConfig(max_new_tokens=32, fast="on"), GenerationConfig(m
 
 
 def fresh(captioner: loading.Captioner) -> loading.Captioner:
-    """The same weights with no static caches yet."""
-    return replace(captioner, caches={})
+    """The same weights with no static caches or checks yet."""
+    return replace(captioner, caches={}, checks=[])
 
 
 def test_buckets_are_the_next_power_of_two():
@@ -93,6 +93,76 @@ def test_families_without_a_static_cache_fall_back_silently(kind, tmp_path):
     plain = generate.caption(captioner, pixels, [["en"]] * 3, GenerationConfig(max_new_tokens=8, fast="off"))
     assert ours == plain
     assert list(captioner.caches.values()) == [None]
+
+
+def _with_fast_path(captioner: loading.Captioner, fault: str) -> loading.Captioner:
+    """The captioner with a family whose fast path (``generate`` given a static cache) writes other last tokens, or
+    raises as a failed compile does: what the self-check must catch."""
+    base = type(captioner.info.family)
+
+    class Faulty(base):
+        def generate(self, model, encoded, prompt, **search):
+            if "cache" in search and fault == "raises":
+                raise RuntimeError("inductor: compilation failed")
+            out = super().generate(model, encoded, prompt, **search)
+            if "cache" in search:
+                out.sequences[:, -1] = (out.sequences[:, -1] + 1) % 100
+            return out
+
+    return replace(fresh(captioner), info=replace(captioner.info, family=Faulty()))
+
+
+@pytest.mark.parametrize("fault", ["differs", "raises"])
+def test_a_fast_path_that_differs_or_fails_leaves_its_shape_to_the_plain_path(demo, scenes, fault, caplog):
+    """The first batch of a shape is checked against plain generate: one warning, plain captions for that batch and
+    every later one of its shape, and the verdict kept for the run record."""
+    captioner = _with_fast_path(demo, fault)
+    with caplog.at_level("WARNING", logger="captioner.models.fast"):
+        for rows in (6, 7, 13):  # two batches of the bucket of 8, one of 16
+            ours = generate.caption(captioner, scenes[:rows], [["en"]] * rows, FAST)
+            assert ours == generate.caption(demo, scenes[:rows], [["en"]] * rows, PLAIN), rows
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "fast generation for batches of 8", "fast generation for batches of 16"]
+    verdicts = [(check["batch"], check["verdict"]) for check in captioner.checks]
+    reason = "its tokens differ from plain generate's" if fault == "differs" else (
+        "failed: RuntimeError: inductor: compilation failed")
+    assert verdicts == [(8, reason), (16, reason)]
+    assert list(captioner.caches.values()) == [None, None]
+
+
+def test_a_fast_path_that_agrees_is_checked_once_per_shape(demo, scenes):
+    captioner = fresh(demo)
+    for rows in (6, 7, 13, 8):
+        generate.caption(captioner, scenes[:rows], [["en"]] * rows, FAST)
+    assert [(c["batch"], c["verdict"]) for c in captioner.checks] == [(8, "fast"), (16, "fast")]
+    assert all(c["check_s"] > 0 for c in captioner.checks)
+
+
+@pytest.mark.slow
+def test_compiled_on_a_cpu_is_plain_generate_token_for_token_and_compiles_once_per_shape(demo, scenes):
+    """Inductor on the CPU (no CUDA graphs) at two buckets: the captions of plain generate, and no compiling after
+    the first batch of a shape (dynamo's frame counter)."""
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig
+
+    captioner = fresh(demo)
+    compiled = CompileConfig(mode="default", dynamic=False)
+    compiled._compile_all_devices = True  # transformers' own switch for compiling off CUDA
+    frames = []
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        for rows in (3, 4, 7, 8, 3):  # buckets 4, 4, 8, 8, 4
+            x = normalised(captioner, scenes[:rows])
+            encoded = captioner.info.family.encode(captioner.model, x)
+            prompt = torch.tensor([captioner.info.languages["fr"]] * rows)
+            search = dict(max_new_tokens=12, num_beams=1, return_dict_in_generate=True, output_logits=True)
+            ours = fast.generate(captioner, encoded, prompt, compile_config=compiled, **search)
+            plain = captioner.info.family.generate(captioner.model, encoded, prompt, **search)
+            assert torch.equal(ours.sequences, plain.sequences), rows
+            frames.append(counters["frames"]["ok"])
+    assert frames[0] >= 1 and frames[1] == frames[0] and frames[2] > frames[1] and frames[4] == frames[3] == frames[2]
+    assert [(c["batch"], c["verdict"]) for c in captioner.checks] == [(4, "fast"), (8, "fast")]
+    assert hasattr(captioner.model, "_compiled_call")
 
 
 @pytest.mark.gpu

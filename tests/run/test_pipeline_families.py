@@ -57,3 +57,13 @@ def test_a_checkpoint_of_no_family_is_refused_before_any_work(tmp_path):
         pipeline.run(RunConfig(input=InputConfig(str(tmp_path / "photos")), output=str(tmp_path / "out"),
                                model=ModelConfig(name=str(tmp_path / "bert"))))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_on_the_fast_path_records_each_shapes_check_in_run_json(local_ray, tiny_model, tmp_path):
+    odd_images(tmp_path / "photos", n=4)
+    out = str(tmp_path / "out")
+    summary = pipeline.run(RunConfig(input=InputConfig(str(tmp_path / "photos")), output=out,
+                                     model=ModelConfig(name=str(tiny_model)),
+                                     generation=GenerationConfig(max_new_tokens=8, fast="on")))
+    record = json.loads((tmp_path / "out" / "runs" / summary.run_id / "run.json").read_text())
+    assert [c["verdict"] for c in record["fast_checks"]] == ["fast"] and record["fast_checks"][0]["batch"] == 4

@@ -9,6 +9,7 @@ from captioner.config import DecodeConfig, GenerationConfig, InputConfig, ModelC
 from captioner.fingerprint import fingerprints
 from captioner.models import loading as model
 from captioner.run import reading, stages
+from captioner.store import state
 from results import todo_rows
 
 
@@ -31,6 +32,21 @@ def test_caption_actor_writes_one_row_per_image(image_folder, tiny_model):
             assert [r[schema.LANG] for r in row[schema.RESULTS]] == ["en"] and row[schema.MODEL] == str(tiny_model)
             assert row[schema.RESULTS][0][schema.FINGERPRINT] == fingerprints(config)["en"]
 
+
+
+def test_a_caption_actor_leaves_its_checks_of_the_fast_path_in_the_runs_folder(image_folder, tiny_model, tmp_path):
+    paths = sorted(image_folder.glob("*.jpg"))
+    info = model.describe(ModelConfig(name=str(tiny_model)))
+    decoded = reading.read_and_decode(todo_rows(paths), {schema.PIXELS: info.image}, StorageConfig(), DecodeConfig(),
+                                      VideoConfig(), "en")
+    config = RunConfig(input=InputConfig(str(image_folder)), output=str(tmp_path),
+                       model=ModelConfig(name=str(tiny_model)),
+                       generation=GenerationConfig(max_new_tokens=4, fast="on"))
+    actor = stages.CaptionActor(config, run_id="run-1", num_threads=1, fingerprints=fingerprints(config))
+    for _ in range(2):  # the second batch of the shape is not checked again
+        actor(decoded)
+    checks = state.fast_checks(str(tmp_path), "run-1")
+    assert [c["verdict"] for c in checks] == ["fast"] and checks[0]["check_s"] > 0
 
 
 def _actor_and_batch(image_folder, tiny_model, n: int):

@@ -92,3 +92,16 @@ def test_the_summary_and_run_record_count_per_language_the_rows_that_read_as_ano
     assert "captioner query out --wrong-language" in text
     assert summary.images == 4 and summary.captions == 8
     assert run_record(summary)["language_check"]["fr"] == {"captions": 40, "wrong_language": 3, "not_identified": 0}
+
+
+def test_the_summary_says_what_the_fast_paths_checks_cost_and_which_shapes_fell_back():
+    summary = RunSummary(run_id="r1", output="out")
+    assert "fast path" not in format_summary(summary)  # no check: plain path only, nothing to say
+    summary.fast_checks = [{"batch": 8, "tokens": 34, "verdict": "fast", "fast_s": 30.0, "check_s": 0.5},
+                           {"batch": 16, "tokens": 34, "verdict": "its tokens differ from plain generate's",
+                            "fast_s": 31.0, "check_s": 0.75}]
+    text = format_summary(summary)
+    assert ("fast path       2 batch shapes checked against plain generate (1.2 s); 1 fell back to the plain path"
+            in text)
+    assert "batches of 16: its tokens differ from plain generate's" in text
+    assert run_record(summary)["fast_checks"][1]["verdict"] == "its tokens differ from plain generate's"
