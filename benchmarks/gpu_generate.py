@@ -17,8 +17,9 @@ full-size with random weights: ``--model florence2-base`` (florence2.py: DaViT a
 and Gemma 2 2B at 224 px, 256 image tokens before the prompt; it has no static cache, so both columns are its plain
 path). ``--small`` keeps either's kinds of layers at a few small ones, a check on a CPU.
 
-Each cell: one warm-up call (on the fast path it compiles and captures the graphs: its seconds are shown), then the
-median of --repeats timed calls. FLOPs per caption are counted once per batch size by torch's FlopCounterMode on a
+Each cell: one warm-up call (on the fast path it compiles and captures the graphs, and checks itself against plain
+generate: its seconds and the check's verdict are shown), then the median of --repeats timed calls; on CUDA, the
+peak GPU memory of the cell (GiB, the larger of both paths). FLOPs per caption are counted once per batch size by torch's FlopCounterMode on a
 plain call, the useful work; the share of the ceiling is the FLOP/s reached over --peak-tflops (989: dense bf16 and
 fp16 on an H100 or H200 SXM). Rows print as they are measured, so a run cut short still shows what it measured;
 --budget-s skips the cells left once that many seconds have passed. Needs torch, transformers and Pillow (for the
@@ -39,6 +40,7 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
 from captioner.config import DEMO_MODEL, GenerationConfig, ModelConfig
+from captioner.models import fast as fast_path
 from captioner.models import generate, loading
 from florence2 import florence2_base  # benchmarks/: the full-size architectures, built once under --cache
 from paligemma2 import paligemma2
@@ -70,6 +72,8 @@ def flops_per_caption(captioner: loading.Captioner, pixels: np.ndarray, args: ar
 
 def measure(captioner: loading.Captioner, pixels: np.ndarray, fast: str, args: argparse.Namespace) -> dict:
     """One cell: a warm-up, then the median of the timed calls; an out-of-memory batch is reported as such."""
+    if captioner.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(captioner.device)
     try:
         warmup = caption(captioner, pixels, fast, args.max_new_tokens, args.languages)
         median = statistics.median(caption(captioner, pixels, fast, args.max_new_tokens, args.languages)
@@ -78,7 +82,13 @@ def measure(captioner: loading.Captioner, pixels: np.ndarray, fast: str, args: a
         captioner.caches.clear()
         torch.cuda.empty_cache()
         return {"error": "out of memory"}
-    return {"warmup_s": warmup, "median_s": median, "captions_per_s": len(pixels) * len(args.languages) / median}
+    cell = {"warmup_s": warmup, "median_s": median, "captions_per_s": len(pixels) * len(args.languages) / median}
+    if captioner.device.type == "cuda":
+        cell["peak_gib"] = torch.cuda.max_memory_allocated(captioner.device) / 2**30
+    checks = [c["verdict"] for c in captioner.checks if c["batch"] == fast_path.bucket(len(pixels))]
+    if fast == "on" and checks:
+        cell["self_check"] = checks[-1]  # the fast path's own check of this shape against plain generate
+    return cell
 
 
 def row_for(captioner: loading.Captioner, dtype: str, batch: int, flops: dict[int, float],
@@ -107,8 +117,10 @@ def print_row(row: dict) -> None:
                      else f"{cell['error'][:20]:>20}")
     ratio = f"{row['fast_over_plain']:>7.2f}x" if "fast_over_plain" in row else f"{'-':>8}"
     warmup = f"{row['fast']['warmup_s']:>9.1f}" if "warmup_s" in row["fast"] else f"{'-':>9}"
-    print(f"{row['dtype']:<6}{row['batch']:>6}{row['gflop_per_caption']:>8.1f}" + "".join(cells) + ratio + warmup,
-          flush=True)
+    memory = max((row[name].get("peak_gib", 0.0) for name in PATHS.values()), default=0.0)
+    check = row["fast"].get("self_check", "-")
+    print(f"{row['dtype']:<6}{row['batch']:>6}{row['gflop_per_caption']:>8.1f}" + "".join(cells) + ratio + warmup
+          + f"{memory:>8.1f}  {check}", flush=True)
 
 
 def model_folder(args: argparse.Namespace) -> str:
@@ -167,7 +179,7 @@ def main(argv: list[str]) -> int:
           f"greedy, {args.max_new_tokens} new tokens, median of {args.repeats}, torch {torch.__version__}, transformers {transformers.__version__}; "
           f"share of {args.peak_tflops:g} TFLOP/s", flush=True)
     print(f"{'dtype':<6}{'batch':>6}{'GFLOP':>8}{'plain cap/s':>12}{'peak':>8}{'fast cap/s':>12}{'peak':>8}"
-          f"{'ratio':>8}{'warm-up':>9}", flush=True)
+          f"{'ratio':>8}{'warm-up':>9}{'GiB':>8}  self-check", flush=True)
     flops: dict[int, float] = {}  # per caption, by batch size: the same work in every dtype
     for dtype in args.dtypes or (["fp16", "bf16"] if cuda else ["fp32"]):
         model = ModelConfig(name=folder, dtype=dtype, caption_style=args.caption_style)

@@ -7,9 +7,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_script(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its neighbours vit_gpt2.py, florence2.py, as when run
-    spec = importlib.util.spec_from_file_location("gpu_generate", ROOT / "benchmarks" / "gpu_generate.py")
+def load_script(monkeypatch, name: str = "gpu_generate"):
+    """A script of benchmarks/ as a module, with its neighbours (vit_gpt2.py, florence2.py) importable, as when run."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
