@@ -2,30 +2,29 @@
 
 import io
 import posixpath
-import urllib.parse
 import uuid
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from botocore.exceptions import NoCredentialsError
 from fsspec.implementations.local import LocalFileSystem
-from s3fs import S3FileSystem
 
-from ..config import UserError
-
-# Tries per request when first checking a bucket: an unreachable store fails in seconds (s3fs still retries
-# throttling on top, so a busy store passes).
-CHECK_ATTEMPTS = 3
+from .kinds import BACKENDS, kind_of
+from .kinds.base import StoreError, redact  # noqa: F401 (the rest of captioner says storage.StoreError, .redact)
 
 
 def filesystem(url: str, options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem for ``url`` and the path inside it (local paths become absolute)."""
-    return fsspec.core.url_to_fs(url, **(options or {}))
-
-
-class StoreError(UserError, RuntimeError):
-    """The object store cannot be used as asked; the message names the bucket and what is missing."""
+    """The filesystem for ``url`` and the path inside it (local paths become absolute); a URL whose optional
+    backend is not installed gets one line saying what to install."""
+    try:
+        return fsspec.core.url_to_fs(url, **(options or {}))
+    except ImportError as exc:
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in BACKENDS:
+            raise
+        package, extra = BACKENDS[scheme]
+        raise StoreError(f"{scheme}:// URLs need {package}, which is not installed: pip install "
+                         f"'captioner[{extra}]' (or pip install {package})") from exc
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -57,61 +56,11 @@ def identity(uri: str, options: dict | None = None) -> tuple[int, str | None]:
     return int(info.get("size") or 0), version_tag(info)
 
 
-def redact(uri: str) -> str:
-    """``uri`` without user info or query string, so tokens and presigned signatures never reach logs or records."""
-    parts = urllib.parse.urlsplit(uri)
-    if not parts.scheme or not (parts.query or "@" in parts.netloc):
-        return uri
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-
-
 def check_access(url: str, options: dict | None = None, write: bool = False) -> None:
-    """Fail fast, before any work or write, when an S3 bucket is unreachable, missing or forbidden.
-
-    A few requests with few retries: list (s3:ListBucket) and read one object (s3:GetObject); for an output,
-    write, read and delete a probe object instead (s3:PutObject, s3:GetObject, s3:DeleteObject), so a run never
-    finds out at its last write. Other stores raise their own errors on first use.
-    """
-    options = options or {}
-    quick = {**options, "config_kwargs": {
-        **options.get("config_kwargs", {}), "retries": {"total_max_attempts": CHECK_ATTEMPTS, "mode": "standard"}}}
-    fs, path = filesystem(url, quick)
-    if not isinstance(fs, S3FileSystem):
-        return
-    bucket, key, _ = fs.split_path(path)
-    where = redact(options.get("endpoint_url") or "AWS S3")
-
-    def attempt(action: str, target: str, method: str, **kwargs) -> dict:
-        try:
-            return fs.call_s3(method, Bucket=bucket, **kwargs)
-        except PermissionError as exc:
-            raise StoreError(f"no permission for {target}: the credentials lack {action} on bucket {bucket!r} "
-                             f"({exc})") from exc
-        except FileNotFoundError as exc:
-            raise StoreError(f"bucket {bucket!r} does not exist at {where} ({exc})") from exc
-        except NoCredentialsError as exc:
-            raise StoreError(f"no credentials for bucket {bucket!r}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                             "pass --profile, or --anon for a public bucket") from exc
-        except Exception as exc:
-            raise StoreError(f"cannot reach the object store at {where} for bucket {bucket!r}: {type(exc).__name__}: "
-                             f"{exc}. Check --endpoint-url and the network") from exc
-
-    prefix = f"s3://{bucket}/{key}"
-    listed = attempt("s3:ListBucket", f"listing {prefix}", "list_objects_v2", Prefix=key, MaxKeys=1)
-    if not write:
-        first = listed.get("Contents", [{}])[0].get("Key")
-        if first is not None:
-            attempt("s3:GetObject", f"reading s3://{bucket}/{first}", "head_object", Key=first)
-        return
-    probe = join(key, f"_captioner-probe-{uuid.uuid4().hex}") if key else f"_captioner-probe-{uuid.uuid4().hex}"
-    attempt("s3:PutObject", f"writing to {prefix}", "put_object", Key=probe, Body=b"")
-    try:
-        attempt("s3:GetObject", f"reading from {prefix}", "head_object", Key=probe)
-    finally:
-        try:
-            attempt("s3:DeleteObject", f"deleting from {prefix}", "delete_object", Key=probe)
-        except StoreError as exc:
-            raise StoreError(f"{exc}; the empty probe object s3://{bucket}/{probe} is left behind") from exc
+    """Fail fast, before any work or write, when a store is unreachable, its bucket or container missing or a
+    permission absent; the store kind says how (``kinds/``), in its own terms."""
+    fs, _ = filesystem(url, options)
+    kind_of(fs).check_access(url, options or {}, write)
 
 
 def join(base: str, *parts: str) -> str:

@@ -1,0 +1,153 @@
+"""Azure Blob Storage and ADLS Gen2 (``az://`` and ``abfs://``, through adlfs and Azure's own SDK).
+
+The lease blob is created with ``If-None-Match: *`` (``overwrite=False``), renewed with ``If-Match`` on its ETag,
+released by a delete with ``If-Match``, which Azure honours; its age is the store's own clock (the reply's Date
+against the blob's Last-Modified). Credentials come from Azure's standard chain as adlfs reads it
+(``AZURE_STORAGE_CONNECTION_STRING``; account name with key or SAS token; ``DefaultAzureCredential``: managed or
+workload identity), never from captioner's options, so none reaches a log, a record or a message. This module is
+imported only for such URLs, so adlfs and the SDK are needed only by those who use them (``captioner[azure]``).
+"""
+
+import json
+import logging
+from email.utils import parsedate_to_datetime
+
+import fsspec
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from fsspec.asyn import sync
+
+from .base import Holder, Kind, OutputBusy, StoreError, busy, lapsed, parse
+
+log = logging.getLogger(__name__)
+
+
+class Azure(Kind):
+    name = "Azure Blob Storage"
+    protocols = ("az", "abfs", "abfss")
+
+    def lease(self, fs: fsspec.AbstractFileSystem, path: str, record: dict) -> Holder:
+        return _Lease(fs, path, record)
+
+    def check_access(self, url: str, options: dict, write: bool) -> None:
+        """List the container (Storage Blob Data Reader); for an output, also create and delete a probe blob
+        (Storage Blob Data Contributor), each with few retries, so a missing container or role fails in seconds."""
+        fs, path = fsspec.core.url_to_fs(url, **{**options, "retry_total": 2, "connection_timeout": 10})
+        container = path.split("/", 1)[0]
+        account = getattr(fs, "account_name", None) or "the storage account"
+        client = fs.service_client.get_container_client(container)
+        probe = f"{path.split('/', 1)[1].rstrip('/') + '/' if '/' in path else ''}_captioner-probe.json"
+
+        async def run() -> None:
+            await client.get_container_properties()
+            async for _ in client.list_blobs(name_starts_with=path.split("/", 1)[1] if "/" in path else None):
+                break
+            if write:
+                blob = client.get_blob_client(probe)
+                await blob.upload_blob(b"{}", overwrite=True)
+                await blob.delete_blob()
+
+        try:
+            sync(fs.loop, run)
+        except ResourceNotFoundError as exc:
+            raise StoreError(f"container {container!r} does not exist in {account} ({exc.error_code})") from None
+        except ClientAuthenticationError as exc:
+            raise StoreError(f"no credentials for container {container!r} in {account}: set "
+                             "AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT_NAME with "
+                             "AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or give the node an identity "
+                             f"({exc.error_code})") from None
+        except HttpResponseError as exc:
+            if exc.status_code == 403:
+                role = "Storage Blob Data Contributor" if write else "Storage Blob Data Reader"
+                raise StoreError(f"no permission on container {container!r} in {account}: the identity needs the "
+                                 f"{role} role ({exc.error_code})") from None
+            raise StoreError(f"{account} refused container {container!r}: {exc.status_code} {exc.error_code}") from None
+        except Exception as exc:
+            raise StoreError(f"cannot reach {account} for container {container!r}: {type(exc).__name__}: {exc}. "
+                             "Check the account's endpoint and the network") from None
+
+
+class _Lease(Holder):
+    """The lease blob, written only conditionally; ``etag`` is the version this run last wrote."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, record: dict) -> None:
+        container, blob = path.split("/", 1)
+        self.fs, self.record = fs, record
+        self.blob = fs.service_client.get_blob_client(container, blob)
+        self.etag: str | None = None
+
+    def _put(self, **condition) -> str:
+        return sync(self.fs.loop, self.blob.upload_blob, json.dumps(self.record).encode(), **condition)["etag"]
+
+    def _put_if_match(self) -> str | None:
+        try:
+            return self._put(overwrite=True, etag=self.etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+
+    def _read(self) -> tuple[dict | None, str | None, float]:
+        """(holder, its ETag, seconds since it was last written, by the store's clock); (None, None, 0) if none."""
+        headers: dict = {}
+        try:
+            props = sync(self.fs.loop, self.blob.get_blob_properties,
+                         raw_response_hook=lambda response: headers.update(response.http_response.headers))
+            body = sync(self.fs.loop, self._body)
+        except ResourceNotFoundError:
+            return None, None, 0.0
+        date = headers.get("Date") or headers.get("date")
+        age = (parsedate_to_datetime(date) - props.last_modified).total_seconds() if date else 0.0
+        return parse(body), props.etag, age
+
+    async def _body(self) -> bytes:
+        return await (await self.blob.download_blob()).readall()
+
+    def acquire(self) -> None:
+        for _ in range(5):
+            try:
+                self.etag = self._put(overwrite=False)
+                return
+            except ResourceExistsError:
+                pass
+            holder, etag, age = self._read()
+            if holder is None:
+                continue  # released meanwhile: try to create it again
+            if holder.get("token") == self.record["token"]:  # our own create, answered late and retried
+                self.etag = etag
+                return
+            if not lapsed(holder, age):
+                raise busy(holder)
+            self.etag = etag
+            taken = self._put_if_match()  # take a lapsed lease over: one contender wins
+            if taken is not None:
+                self.etag = taken
+                log.warning("took over the lease of run %s, which stopped renewing it", holder.get("run_id"))
+                return
+        raise OutputBusy("the lease on this output keeps changing hands; rerun when the other runs have finished")
+
+    def holds(self) -> bool:
+        holder, etag, _ = self._read()
+        if holder is not None and holder.get("token") == self.record["token"]:
+            self.etag = etag
+            return True
+        return False
+
+    def renew(self) -> bool:
+        new = self._put_if_match()
+        if new is not None:
+            self.etag = new
+            return True
+        return self.holds()  # a renewal that succeeded but whose answer was lost, then retried, is still ours
+
+    def release(self) -> None:
+        try:
+            sync(self.fs.loop, self.blob.delete_blob, etag=self.etag, match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError:
+            pass
+        except ResourceModifiedError:
+            log.warning("the output lease had passed to another run before this one released it")
