@@ -261,6 +261,36 @@ def s3_server():
 
 
 @pytest.fixture(scope="session")
+def azurite_server():
+    """A real Azure Blob Storage server (Azurite) on 127.0.0.1: its connection string, which adlfs reads from
+    AZURE_STORAGE_CONNECTION_STRING as it does on Azure."""
+    import signal
+
+    import azurite
+
+    server = azurite.start(_free_port())
+    port = int(server.args[server.args.index("--blobPort") + 1])
+    yield azurite.connection_string(port)
+    os.killpg(server.pid, signal.SIGKILL)  # in memory: nothing to flush
+    server.wait(30)
+
+
+@pytest.fixture
+def azure(azurite_server, monkeypatch):
+    """An adlfs filesystem on the local Azurite, with a fresh container per test; the credentials in the
+    environment, where captioner's own processes find them."""
+    import uuid
+
+    import adlfs
+
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_server)
+    fs = adlfs.AzureBlobFileSystem(connection_string=azurite_server, skip_instance_cache=True)
+    container = f"test-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(container)
+    return fs, container
+
+
+@pytest.fixture(scope="session")
 def local_ray(s3_server):
     """One local Ray for the tests that run the job in-process; started after the S3 credentials are set."""
     import ray

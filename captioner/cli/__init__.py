@@ -15,8 +15,10 @@ from . import results, run, train
 
 log = logging.getLogger("captioner")
 
-# Store clients that log request headers (the access key id, signatures) at debug level: kept out of -v.
-QUIET_LOGGERS = ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "aiohttp")
+# Store clients that log requests and their headers (key ids, signatures; Azure's SDK every request at info level):
+# kept out of a normal run and of -v.
+QUIET_LOGGERS = ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "aiohttp", "azure", "adlfs", "gcsfs",
+                 "google")
 
 
 def build_parser() -> argparse.ArgumentParser:

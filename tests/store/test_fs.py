@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pyarrow as pa
 import pytest
 
@@ -89,3 +93,19 @@ def test_forbidden_and_missing_buckets_say_which_permission(s3, faulty_s3):
         storage.check_access(f"s3://{bucket}/in/", opts)
     with pytest.raises(storage.StoreError, match="bucket 'no-such-bucket' does not exist"):
         storage.check_access("s3://no-such-bucket/in/", _quick(faulty_s3.upstream_url))
+
+
+@pytest.mark.parametrize("url, package, extra", [("az://box/photos", "adlfs", "azure"),
+                                                 ("abfs://box/photos", "adlfs", "azure"),
+                                                 ("gs://bucket/photos", "gcsfs", "gcs")])
+def test_a_url_whose_backend_is_not_installed_says_in_one_line_what_to_install(tmp_path, url, package, extra):
+    """In a Python where the backend cannot be imported (as in a clean install without the extra): exit 2, one
+    line, no traceback."""
+    code = ("import sys; sys.modules['adlfs'] = sys.modules['gcsfs'] = None; from captioner import cli; "
+            "sys.exit(cli.main(sys.argv[1:]))")
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    done = subprocess.run([sys.executable, "-c", code, "run", url, str(tmp_path / "out")], capture_output=True,
+                          text=True, env=env, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert f"{url.split(':')[0]}:// URLs need {package}, which is not installed: pip install 'captioner[{extra}]'" in lines[0]

@@ -10,6 +10,8 @@ imported only for such URLs, so adlfs and the SDK are needed only by those who u
 
 import json
 import logging
+import posixpath
+import uuid
 from email.utils import parsedate_to_datetime
 
 import fsspec
@@ -27,6 +29,9 @@ from .base import Holder, Kind, OutputBusy, StoreError, busy, lapsed, parse
 
 log = logging.getLogger(__name__)
 
+CHECK_RETRIES = 1  # retries per request of the access check, so an unreachable account fails in seconds
+CHECK_TIMEOUT_S = 5.0
+
 
 class Azure(Kind):
     name = "Azure Blob Storage"
@@ -38,20 +43,20 @@ class Azure(Kind):
     def check_access(self, url: str, options: dict, write: bool) -> None:
         """List the container (Storage Blob Data Reader); for an output, also create and delete a probe blob
         (Storage Blob Data Contributor), each with few retries, so a missing container or role fails in seconds."""
-        fs, path = fsspec.core.url_to_fs(url, **{**options, "retry_total": 2, "connection_timeout": 10})
-        container = path.split("/", 1)[0]
+        fs, path = fsspec.core.url_to_fs(url, **options)
+        container, _, prefix = path.partition("/")
         account = getattr(fs, "account_name", None) or "the storage account"
         client = fs.service_client.get_container_client(container)
-        probe = f"{path.split('/', 1)[1].rstrip('/') + '/' if '/' in path else ''}_captioner-probe.json"
+        quick = {"retry_total": CHECK_RETRIES, "connection_timeout": CHECK_TIMEOUT_S}
 
         async def run() -> None:
-            await client.get_container_properties()
-            async for _ in client.list_blobs(name_starts_with=path.split("/", 1)[1] if "/" in path else None):
+            await client.get_container_properties(**quick)
+            async for _ in client.list_blobs(name_starts_with=prefix or None, results_per_page=1, **quick):
                 break
             if write:
-                blob = client.get_blob_client(probe)
-                await blob.upload_blob(b"{}", overwrite=True)
-                await blob.delete_blob()
+                blob = client.get_blob_client(posixpath.join(prefix, f"_captioner-probe-{uuid.uuid4().hex}"))
+                await blob.upload_blob(b"", overwrite=False, **quick)
+                await blob.delete_blob(**quick)
 
         try:
             sync(fs.loop, run)
