@@ -10,7 +10,7 @@ from captioner.run import pipeline
 from captioner.config import GenerationConfig, ResourceConfig
 from captioner.fingerprint import fingerprints
 from conftest import BAD, GOOD, jpeg_bytes
-from pipeline_runs import read_captions, read_errors, run_config
+from pipeline_runs import kill_session, read_captions, read_errors, run_config
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +124,7 @@ def test_rerun_after_the_driver_is_killed(tiny_model, tmp_path):
     while len(list(faults.glob("ticket-*"))) <= 3 or len(list((out / "_commits").glob("*.json"))) < 3:
         assert victim.poll() is None and time.monotonic() < deadline, "the run never reached its fourth shard"
         time.sleep(0.05)
-    _kill_session(victim.pid)  # the driver and the local Ray it started (workers have groups of their own), at once
+    kill_session(victim.pid)  # the driver and the local Ray it started (workers have groups of their own), at once
     victim.wait()
     assert len(list((out / "_commits").glob("*.json"))) == 3
     done_before = sum(shard.counts["captioned"] for shard in state.committed(str(out)))
@@ -136,21 +136,6 @@ def test_rerun_after_the_driver_is_killed(tiny_model, tmp_path):
     _assert_exactly_once(str(out), sorted(folder.iterdir()))
     for path in out.rglob("*.parquet"):
         pads.dataset(path, format="parquet").to_table()  # every file reads
-
-
-def _kill_session(sid):
-    """SIGKILL every process of session ``sid``, as if the machine went down."""
-    import os
-    import signal
-    from pathlib import Path
-
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if os.getsid(int(proc.name)) == sid:
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                continue
 
 
 def test_changed_settings_refused_unless_a_mode_is_chosen(local_ray, tiny_model, image_folder, tmp_path):

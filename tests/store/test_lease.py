@@ -88,3 +88,8 @@ def test_an_s3_lease_taken_over_is_lost_by_its_holder_and_checked_before_destruc
         stale.__exit__(None, None, None)  # a lost lease is not released: the new holder keeps it
         taken.check()
         assert json.loads(fs.cat_file(f"{bucket}/out/_lease.json"))["run_id"] == "next"
+
+
+def test_an_output_on_gcs_is_refused_with_what_to_do_instead():
+    with pytest.raises(StoreError, match="does not write its output to Google Cloud Storage yet"):
+        Lease("gs://bucket/out", "r1")

@@ -10,7 +10,8 @@ from .base import Kind
 
 # fsspec protocol -> the module that knows that kind, and its class
 MODULES = {"file": ("local", "Local"), "local": ("local", "Local"), "s3": ("s3", "S3"), "s3a": ("s3", "S3"),
-           "az": ("azure", "Azure"), "abfs": ("azure", "Azure"), "abfss": ("azure", "Azure")}
+           "az": ("azure", "Azure"), "abfs": ("azure", "Azure"), "abfss": ("azure", "Azure"),
+           "gs": ("gcs", "Gcs"), "gcs": ("gcs", "Gcs")}
 # URL schemes whose fsspec backend is an optional extra: scheme -> (package, extra)
 BACKENDS = {"gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"), "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"),
             "abfss": ("adlfs", "azure")}
