@@ -108,4 +108,5 @@ def test_a_url_whose_backend_is_not_installed_says_in_one_line_what_to_install(t
                           text=True, env=env, timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert f"{url.split(':')[0]}:// URLs need {package}, which is not installed: pip install 'captioner[{extra}]'" in lines[0]
+    scheme = url.split(":")[0]
+    assert f"{scheme}:// URLs need {package}, which is not installed: pip install 'captioner[{extra}]'" in lines[0]
