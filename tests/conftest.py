@@ -235,7 +235,7 @@ GOOD = 6
 BAD = {"truncated.jpg": "truncated", "empty.jpg": "empty", "notes.jpg": "not_an_image"}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -246,7 +246,7 @@ def s3_server():
     """A real S3-protocol server (moto) on 127.0.0.1, reached through s3fs over HTTP."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
@@ -268,7 +268,7 @@ def azurite_server():
 
     import azurite
 
-    server = azurite.start(_free_port())
+    server = azurite.start(free_port())
     port = int(server.args[server.args.index("--blobPort") + 1])
     yield azurite.connection_string(port)
     os.killpg(server.pid, signal.SIGKILL)  # in memory: nothing to flush

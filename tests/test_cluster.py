@@ -10,7 +10,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from captioner import schema
-from conftest import jpeg_bytes
+from conftest import free_port, jpeg_bytes
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +33,9 @@ def test_losing_a_worker_node_mid_run_loses_and_doubles_nothing(tiny_model, tmp_
     images = [photos / f"img{i:03d}.jpg" for i in range(24)]
     for i, path in enumerate(images):
         path.write_bytes(jpeg_bytes(i))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})
+    # A dashboard port of its own: runs in other tests start local Rays with theirs at the default 8265.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True,
+                                                            "dashboard_port": free_port()})
     try:
         cpu_worker = cluster.add_node(num_cpus=2)
         gpu_worker = cluster.add_node(num_cpus=1, num_gpus=1)

@@ -17,7 +17,7 @@ import pytest
 
 from captioner import cli, schema, submit
 from captioner.config import InputConfig, RunConfig
-from conftest import _free_port, jpeg_bytes
+from conftest import free_port, jpeg_bytes
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +25,16 @@ def ray_head(s3_server):
     """A Ray head started as a cluster is: `ray start --head --block`, token auth on, the store's credentials in its
     environment as an instance role would give them. Stopped by its process group, so other Rays live on."""
     token = uuid.uuid4().hex
-    dashboard = _free_port()
+    dashboard = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # socket paths must stay short
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         f"--port={free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
          "--include-dashboard=true", "--num-cpus=2", "--disable-usage-stats", f"--temp-dir={temp_dir}",
          # Ports of its own, so another Ray on this machine (a test's, a developer's) cannot collide with it.
-         *(f"--{name}={_free_port()}" for name in ("ray-client-server-port", "dashboard-agent-listen-port",
+         *(f"--{name}={free_port()}" for name in ("ray-client-server-port", "dashboard-agent-listen-port",
                                                    "dashboard-agent-grpc-port", "runtime-env-agent-port",
                                                    "metrics-export-port", "node-manager-port",
                                                    "object-manager-port"))],
@@ -163,7 +163,7 @@ def test_submission_without_the_token_is_refused(ray_head, as_client, tiny_model
 
 
 def test_unreachable_dashboard_says_so(as_client, tiny_model, caplog):
-    address = f"http://127.0.0.1:{_free_port()}"
+    address = f"http://127.0.0.1:{free_port()}"
     assert cli.main(["submit", "--address", address, "s3://b/in", "s3://b/out", "--model", str(tiny_model)]) == 2
     assert f"cannot reach the Ray dashboard at {address}" in caplog.text
 
