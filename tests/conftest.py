@@ -291,6 +291,32 @@ def azure(azurite_server, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def gcs_server():
+    """A GCS-protocol server (gcp-storage-emulator, from PyPI) on 127.0.0.1, in memory: its address, which gcsfs
+    reads from STORAGE_EMULATOR_HOST. It ignores generation preconditions, so it serves gs:// input only."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                               "--port", str(port), "--in-memory"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "the GCS emulator did not start"
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(30)
+
+
+@pytest.fixture(scope="session")
 def local_ray(s3_server):
     """One local Ray for the tests that run the job in-process; started after the S3 credentials are set."""
     import ray

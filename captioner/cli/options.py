@@ -14,7 +14,7 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
     """How to reach object stores; returned so a command can add its own storage-related options."""
     s = parser.add_argument_group("storage (credentials: AWS environment variables or profiles)")
     s.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 for MinIO")
-    s.add_argument("--anon", action="store_true", help="unsigned S3 requests, for public buckets")
+    s.add_argument("--anon", action="store_true", help="anonymous requests, for public buckets (S3, GCS, Azure)")
     s.add_argument("--profile", help="AWS profile name from ~/.aws/config")
     s.add_argument("--store-max-attempts", type=int, default=StorageConfig.max_attempts,
                    help="tries per S3 request when the store throttles (503 SlowDown), resets or times out, "

@@ -28,10 +28,11 @@ DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """How to reach object stores; credentials come from the usual AWS environment and profiles."""
+    """How to reach object stores; credentials come from each platform's own chain (AWS environment and profiles,
+    Azure's and Google's), never from here."""
 
     endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, Ceph, a local server)
-    anon: bool = False  # unsigned requests, for public buckets
+    anon: bool = False  # unsigned requests, for public buckets (S3, GCS, Azure)
     profile: str | None = None  # named AWS profile from ~/.aws/config
     max_attempts: int = 8  # tries per S3 request (throttling, resets, timeouts), with jittered exponential backoff
     retry_mode: str = "standard"  # botocore retry mode: standard, or adaptive (also slows down when throttled)
@@ -39,7 +40,11 @@ class StorageConfig:
     read_timeout_s: float = 60.0  # per socket read, so a stalled transfer is retried instead of waited on
 
     def options(self, url: str) -> dict:
-        """fsspec storage options for ``url``; only S3 URLs take S3 settings."""
+        """fsspec storage options for ``url``; only S3 URLs take S3 settings, and --anon applies to every cloud."""
+        if url.startswith(("gs://", "gcs://")):
+            return {"token": "anon"} if self.anon else {}
+        if url.startswith(("az://", "abfs://", "abfss://")):
+            return {"anon": True} if self.anon else {}
         if not url.startswith(("s3://", "s3a://")):
             return {}
         opts: dict = {"config_kwargs": {
