@@ -114,7 +114,7 @@ class _Lease(Holder):
             except Exception as exc:
                 if not precondition_failed(exc):
                     raise
-            if self._read()[1] != etag:  # another version, or none: a true refusal
+            if (self._read()[1] or "").strip('"') != etag.strip('"'):  # another version, or none: a true refusal
                 return None
         return None
 
