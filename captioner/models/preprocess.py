@@ -25,11 +25,15 @@ def image_spec(processor) -> ImageSpec:
         resize = Resize(size["height"], size["width"], resample=resample)
     else:
         raise ValueError(f"its image processor resizes to {size} without a crop, so sizes vary by image")
+    return ImageSpec(resize=resize, **normalisation(processor))
+
+
+def normalisation(processor) -> dict:
+    """An image processor's rescale, mean and std as ``ImageSpec`` takes them; a step it skips is the identity."""
     normalize = getattr(processor, "do_normalize", True)
-    mean = tuple(processor.image_mean) if normalize else (0.0, 0.0, 0.0)
-    std = tuple(processor.image_std) if normalize else (1.0, 1.0, 1.0)
-    rescale = processor.rescale_factor if getattr(processor, "do_rescale", True) else 1.0
-    return ImageSpec(resize=resize, mean=mean, std=std, rescale=float(rescale))
+    return {"mean": tuple(processor.image_mean) if normalize else (0.0, 0.0, 0.0),
+            "std": tuple(processor.image_std) if normalize else (1.0, 1.0, 1.0),
+            "rescale": float(processor.rescale_factor) if getattr(processor, "do_rescale", True) else 1.0}
 
 
 def pixel_values(pixels: np.ndarray, spec: ImageSpec, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

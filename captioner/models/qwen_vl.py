@@ -40,6 +40,7 @@ from ..config import CAPTION_STYLES
 from ..media.image import ImageSpec, Resize
 from . import chat
 from .family import Checkpoint, Encoded, Family
+from .preprocess import normalisation
 
 DEFAULT_SIDE = 448  # px: a run's default square input (256 image tokens at Qwen2.5-VL's 28 px grid)
 IMAGE_TOKEN = "<|image_pad|>"  # the placeholder the processor repeats once per image token
@@ -76,11 +77,7 @@ class Qwen2VL(Family):
         height, width = smart_resize(height, width, factor=processor.patch_size * processor.merge_size,
                                      min_pixels=processor.size["shortest_edge"],
                                      max_pixels=processor.size["longest_edge"])
-        normalize = processor.do_normalize
-        return ImageSpec(resize=Resize(height, width, resample=int(processor.resample)),
-                         mean=tuple(processor.image_mean) if normalize else (0.0, 0.0, 0.0),
-                         std=tuple(processor.image_std) if normalize else (1.0, 1.0, 1.0),
-                         rescale=float(processor.rescale_factor) if processor.do_rescale else 1.0)
+        return ImageSpec(resize=Resize(height, width, resample=int(processor.resample)), **normalisation(processor))
 
     def prompts(self, checkpoint: Checkpoint, image: ImageSpec) -> dict[str, tuple[int, ...]]:
         tokenizer, template = checkpoint.tokenizer, checkpoint.processor()

@@ -31,6 +31,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from ..media.image import ImageSpec, Resize
 from . import chat
 from .family import Checkpoint, Family
+from .preprocess import normalisation
 
 # The longest side their image processors ever let through (larger resizes are scaled down again).
 MAX_LONG_SIDE = 4096
@@ -58,11 +59,8 @@ class Idefics3(Family):
         long_side = processor.size["longest_edge"] if processor.do_resize else None
         if long_side is not None and long_side > MAX_LONG_SIDE:
             raise ValueError(f"its image processor resizes the long side to {long_side} px, over {MAX_LONG_SIDE}")
-        normalize = processor.do_normalize
-        return ImageSpec(resize=Resize(tile, tile, resample=int(processor.resample), long_side=long_side),
-                         mean=tuple(processor.image_mean) if normalize else (0.0, 0.0, 0.0),
-                         std=tuple(processor.image_std) if normalize else (1.0, 1.0, 1.0),
-                         rescale=float(processor.rescale_factor) if processor.do_rescale else 1.0)
+        resize = Resize(tile, tile, resample=int(processor.resample), long_side=long_side)
+        return ImageSpec(resize=resize, **normalisation(processor))
 
     def encode(self, model: PreTrainedModel, pixels: torch.Tensor) -> torch.Tensor:
         features = model.get_image_features(pixel_values=pixels[:, None])  # one tile each: (B, 1, 3, H, W) in

@@ -25,7 +25,7 @@ from azure.core.exceptions import (
 )
 from fsspec.asyn import sync
 
-from .base import Holder, Kind, OutputBusy, StoreError, busy, lapsed, parse
+from .base import ConditionalLease, Holder, Kind, StoreError, parse
 
 log = logging.getLogger(__name__)
 
@@ -78,26 +78,31 @@ class Azure(Kind):
                              "Check the account's endpoint and the network") from None
 
 
-class _Lease(Holder):
-    """The lease blob, written only conditionally; ``etag`` is the version this run last wrote."""
+class _Lease(ConditionalLease):
+    """The lease blob, written only conditionally."""
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, record: dict) -> None:
+        super().__init__(record)
         container, blob = path.split("/", 1)
-        self.fs, self.record = fs, record
+        self.fs = fs
         self.blob = fs.service_client.get_blob_client(container, blob)
-        self.etag: str | None = None
 
-    def _put(self, **condition) -> str:
-        return sync(self.fs.loop, self.blob.upload_blob, json.dumps(self.record).encode(), **condition)["etag"]
+    def _put(self, record: dict, **condition) -> str:
+        return sync(self.fs.loop, self.blob.upload_blob, json.dumps(record).encode(), **condition)["etag"]
 
-    def _put_if_match(self) -> str | None:
+    def _create(self) -> str | None:
         try:
-            return self._put(overwrite=True, etag=self.etag, match_condition=MatchConditions.IfNotModified)
+            return self._put(self.record, overwrite=False)
+        except ResourceExistsError:
+            return None
+
+    def _replace(self, record: dict, etag: str) -> str | None:
+        try:
+            return self._put(record, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             return None
 
     def _read(self) -> tuple[dict | None, str | None, float]:
-        """(holder, its ETag, seconds since it was last written, by the store's clock); (None, None, 0) if none."""
         headers: dict = {}
         try:
             props = sync(self.fs.loop, self.blob.get_blob_properties,
@@ -111,43 +116,6 @@ class _Lease(Holder):
 
     async def _body(self) -> bytes:
         return await (await self.blob.download_blob()).readall()
-
-    def acquire(self) -> None:
-        for _ in range(5):
-            try:
-                self.etag = self._put(overwrite=False)
-                return
-            except ResourceExistsError:
-                pass
-            holder, etag, age = self._read()
-            if holder is None:
-                continue  # released meanwhile: try to create it again
-            if holder.get("token") == self.record["token"]:  # our own create, answered late and retried
-                self.etag = etag
-                return
-            if not lapsed(holder, age):
-                raise busy(holder)
-            self.etag = etag
-            taken = self._put_if_match()  # take a lapsed lease over: one contender wins
-            if taken is not None:
-                self.etag = taken
-                log.warning("took over the lease of run %s, which stopped renewing it", holder.get("run_id"))
-                return
-        raise OutputBusy("the lease on this output keeps changing hands; rerun when the other runs have finished")
-
-    def holds(self) -> bool:
-        holder, etag, _ = self._read()
-        if holder is not None and holder.get("token") == self.record["token"]:
-            self.etag = etag
-            return True
-        return False
-
-    def renew(self) -> bool:
-        new = self._put_if_match()
-        if new is not None:
-            self.etag = new
-            return True
-        return self.holds()  # a renewal that succeeded but whose answer was lost, then retried, is still ours
 
     def release(self) -> None:
         try:

@@ -4,6 +4,7 @@ works on every kind unchanged. No module here imports another store kind's clien
 """
 
 import json
+import logging
 import os
 import socket
 import urllib.parse
@@ -13,6 +14,8 @@ from typing import ClassVar
 import fsspec
 
 from ...config import UserError
+
+log = logging.getLogger(__name__)
 
 LEASE_TTL_S = 60.0  # a lease not renewed for this long, by the store's clock, belongs to a dead run
 
@@ -45,6 +48,62 @@ class Holder(ABC):
     @abstractmethod
     def release(self) -> None:
         """Give the lease up, only if it is still this run's."""
+
+
+class ConditionalLease(Holder):
+    """A lease object on a store with conditional writes, from three primitives each kind writes: a create that
+    fails when the object exists, an overwrite only of a given version, and a read with the store's own clock.
+    ``etag`` is the version this run last wrote."""
+
+    def __init__(self, record: dict) -> None:
+        self.record = record
+        self.etag: str | None = None
+
+    @abstractmethod
+    def _create(self) -> str | None:
+        """Write the record where no lease object exists: its version, or None when one does."""
+
+    @abstractmethod
+    def _replace(self, record: dict, etag: str) -> str | None:
+        """Overwrite version ``etag`` with ``record``: the new version, or None when the object is another now."""
+
+    @abstractmethod
+    def _read(self) -> tuple[dict | None, str | None, float]:
+        """(holder, its version, seconds since it was last written, by the store's clock); (None, None, 0) if none."""
+
+    def acquire(self) -> None:
+        for _ in range(5):
+            self.etag = self._create()
+            if self.etag is not None:
+                return
+            holder, etag, age = self._read()
+            if holder is None:
+                continue  # released meanwhile: try to create it again
+            if holder.get("token") == self.record["token"]:  # our own create, answered late and retried
+                self.etag = etag
+                return
+            if not lapsed(holder, age):
+                raise busy(holder)
+            self.etag = self._replace(self.record, etag)  # take a lapsed lease over: one contender wins
+            if self.etag is not None:
+                if not holder.get("released"):
+                    log.warning("took over the lease of run %s, which stopped renewing it", holder.get("run_id"))
+                return
+        raise OutputBusy("the lease on this output keeps changing hands; rerun when the other runs have finished")
+
+    def holds(self) -> bool:
+        holder, etag, _ = self._read()
+        if holder is not None and holder.get("token") == self.record["token"] and not holder.get("released"):
+            self.etag = etag
+            return True
+        return False
+
+    def renew(self) -> bool:
+        new = self._replace(self.record, self.etag)
+        if new is not None:
+            self.etag = new
+            return True
+        return self.holds()  # a renewal that succeeded but whose answer was lost, then retried, is still ours
 
 
 class Kind(ABC):

@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 import fsspec
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from .base import Holder, Kind, OutputBusy, StoreError, busy, lapsed, parse, redact
+from .base import ConditionalLease, Holder, Kind, StoreError, parse, redact
 
 log = logging.getLogger(__name__)
 
@@ -89,21 +89,28 @@ class S3(Kind):
                 raise StoreError(f"{exc}; the empty probe object s3://{bucket}/{probe} is left behind") from exc
 
 
-class _Lease(Holder):
-    """The lease object, written only conditionally; ``etag`` is the version this run last wrote."""
+class _Lease(ConditionalLease):
+    """The lease object, written only conditionally."""
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, record: dict) -> None:
-        self.fs, self.record = fs, record
+        super().__init__(record)
+        self.fs = fs
         self.bucket, self.key, _ = fs.split_path(path)
-        self.etag: str | None = None
         self.quoted = True  # whether this store compares If-Match with the quoted ETag, as AWS does
 
     def _put(self, record: dict, **condition: str) -> str:
         body = json.dumps(record).encode()
         return self.fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=body, **condition)["ETag"]
 
-    def _put_if_match(self, record: dict, etag: str) -> str | None:
-        """Overwrite the version ``etag`` with ``record``: its new ETag, or None when the object is another now."""
+    def _create(self) -> str | None:
+        try:
+            return self._put(self.record, IfNoneMatch="*")
+        except Exception as exc:
+            if not precondition_failed(exc):
+                raise
+        return None
+
+    def _replace(self, record: dict, etag: str) -> str | None:
         for quoted in dict.fromkeys((self.quoted, False)):
             try:
                 new = self._put(record, IfMatch=etag if quoted else etag.strip('"'))
@@ -119,7 +126,6 @@ class _Lease(Holder):
         return None
 
     def _read(self) -> tuple[dict | None, str | None, float]:
-        """(holder, its ETag, seconds since it was last written, by the store's clock); (None, None, 0) if none."""
         try:
             head = self.fs.call_s3("head_object", Bucket=self.bucket, Key=self.key)
             body = self.fs.cat_file(f"{self.bucket}/{self.key}")
@@ -129,47 +135,10 @@ class _Lease(Holder):
         age = (parsedate_to_datetime(date) - head["LastModified"]).total_seconds() if date else 0.0
         return parse(body), head["ETag"], age
 
-    def acquire(self) -> None:
-        for _ in range(5):
-            try:
-                self.etag = self._put(self.record, IfNoneMatch="*")
-                return
-            except Exception as exc:
-                if not precondition_failed(exc):
-                    raise
-            holder, etag, age = self._read()
-            if holder is None:
-                continue  # released meanwhile: try to create it again
-            if holder.get("token") == self.record["token"]:  # our own create, answered late and retried
-                self.etag = etag
-                return
-            if not lapsed(holder, age):
-                raise busy(holder)
-            self.etag = self._put_if_match(self.record, etag)  # take a lapsed lease over: one contender wins
-            if self.etag is not None:
-                if not holder.get("released"):
-                    log.warning("took over the lease of run %s, which stopped renewing it", holder.get("run_id"))
-                return
-        raise OutputBusy("the lease on this output keeps changing hands; rerun when the other runs have finished")
-
-    def holds(self) -> bool:
-        holder, etag, _ = self._read()
-        if holder is not None and holder.get("token") == self.record["token"] and not holder.get("released"):
-            self.etag = etag
-            return True
-        return False
-
-    def renew(self) -> bool:
-        new = self._put_if_match(self.record, self.etag)
-        if new is not None:
-            self.etag = new
-            return True
-        return self.holds()  # a renewal that succeeded but whose answer was lost, then retried, is still ours
-
     def release(self) -> None:
         """A conditional overwrite with a released record, never a delete: some stores ignore If-Match on
         DeleteObject, and an unconditional delete could remove the lease another run has taken since."""
-        if self._put_if_match({**self.record, "released": True}, self.etag) is None:
+        if self._replace({**self.record, "released": True}, self.etag) is None:
             log.warning("the output lease had passed to another run before this one released it")
 
 

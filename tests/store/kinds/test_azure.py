@@ -3,7 +3,6 @@ the one-writer lease, taken over when it lapses by exactly one of two contenders
 seconds with what is missing."""
 
 import json
-import threading
 import time
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from captioner.store import fs as storage
 from captioner.store.lease import Lease, LeaseLost, OutputBusy
 from faulty_proxy import closed_port
-from leases import lapse
+from leases import two_contenders_for_a_lapsed_lease
 
 
 def test_a_second_run_is_refused_while_the_first_holds_the_lease(azure):
@@ -41,28 +40,13 @@ def held_azure(azure, azurite_server, monkeypatch):
 
 
 def test_a_lapsed_lease_is_taken_over_by_exactly_one_of_two_contenders(azure, held_azure):
-    """Both contenders find the lease lapsed; the late one's conditional takeover is held back by the store until
-    the other has taken over, so it is refused, however the two are scheduled."""
+    """Both contenders find the lease lapsed; the late one, whose takeover reaches the store after the other's, is
+    refused."""
     fs, container = azure
     out = f"az://{container}/out"
     options = {"skip_instance_cache": True}  # a client of its own each, through the proxy
-    stale = Lease(out, "stale", options).__enter__()
-    lapse(stale)
-    gate, outcome = held_azure.hold("PUT", "_lease.json", header=b"if-match"), {}
-
-    def contend_late() -> None:
-        try:
-            outcome["late"] = Lease(out, "late", options).__enter__()
-        except OutputBusy as exc:
-            outcome["late"] = exc
-
-    thread = threading.Thread(target=contend_late)
-    thread.start()
-    assert gate.reached.wait(30)  # the late contender's takeover is on its way
-    with Lease(out, "early", options) as early:
-        gate.open()
-        thread.join(60)
-        assert isinstance(outcome["late"], OutputBusy) and "run early" in str(outcome["late"])
+    with two_contenders_for_a_lapsed_lease(out, options, held_azure) as (stale, early, late):
+        assert isinstance(late, OutputBusy) and "run early" in str(late)
         stale._holder.release()  # a late release by the old holder, which has not noticed: it must not remove it
         early.check()
         assert json.loads(fs.cat_file(f"{container}/out/_lease.json"))["run_id"] == "early"
