@@ -65,7 +65,7 @@ def test_an_unreachable_account_fails_in_seconds(azure):
     started = time.monotonic()
     with pytest.raises(storage.StoreError, match="cannot reach"):
         storage.check_access(f"az://{azure[1]}/photos", {"connection_string": azure_string(closed_port())})
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 60  # about 15 s here; the SDK's own retries would take 80 s or more
 
 
 def test_an_output_check_writes_and_removes_a_probe(azure):
