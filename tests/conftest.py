@@ -330,7 +330,9 @@ def start_local_ray(**kwargs) -> None:
     """The tests' local Ray: two CPUs and no dashboard, so it never takes a port a cluster test needs."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", **kwargs)
+    # address "local": a Ray of its own even while another test's `captioner run` has one up, which a bare
+    # ray.init() would join, and whose end would then take this process down with it
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", **kwargs)
 
 
 @pytest.fixture
